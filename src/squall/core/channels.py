@@ -1,0 +1,60 @@
+"""Channel names and the options that apply to each.
+
+A channel ``ns:rest`` belongs to namespace ``ns`` (the part before the first ``:``); a channel
+without ``:`` uses ``channel.without_namespace``. A namespace that is not configured makes the
+channel unknown (error 102), as in Centrifugo.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from squall.core.broker import HistoryOptions
+from squall.errors import ReplyError
+from squall.types import Channel
+
+if TYPE_CHECKING:
+    from squall.config import ChannelOptions, Settings
+
+__all__ = ["ChannelRules"]
+
+
+
+class ChannelRules:
+    """Resolves a channel name to its options, once per name (cached)."""
+
+    def __init__(self, settings: Settings) -> None:
+        channel = settings.channel
+        self._default: ChannelOptions = channel.without_namespace
+        self._namespaces: dict[str, ChannelOptions] = {ns.name: ns for ns in channel.namespaces}
+        self._max_length: int = channel.max_length
+        self._boundary: str = channel.namespace_boundary
+        self._cache: dict[str, ChannelOptions] = {}
+        self._history_meta_ttl: float = channel.history_meta_ttl
+
+    def options(self, channel: str) -> ChannelOptions:
+        """The options of ``channel``; raises ReplyError 107 for an empty or too long name,
+        102 for an unknown namespace."""
+        opts = self._cache.get(channel)
+        if opts is not None:
+            return opts
+        if not channel or len(channel) > self._max_length:
+            raise ReplyError.bad_request()
+        ns, sep, _ = channel.partition(self._boundary)
+        if not sep:
+            opts = self._default
+        else:
+            found = self._namespaces.get(ns)
+            if found is None:
+                raise ReplyError.unknown_channel()
+            opts = found
+        if len(self._cache) < 100_000:
+            self._cache[channel] = opts
+        return opts
+
+    def history(self, channel: Channel) -> HistoryOptions | None:
+        """History settings for publishing to ``channel`` (None: no history)."""
+        opts = self.options(channel)
+        if opts.history_size > 0 and opts.history_ttl > 0:
+            return HistoryOptions(opts.history_size, opts.history_ttl, self._history_meta_ttl)
+        return None

@@ -1,0 +1,164 @@
+"""The hub: which sessions exist, and who is subscribed to what on this node.
+
+Broadcast is the hot path. A channel's subscribers are grouped by wire variant (the
+transport's :class:`~squall.core.transport.Framing`), so a publication is framed once per
+variant, and each subscriber costs one :meth:`Writer.offer` (normally one
+``transport.write``): no await, no task, no encoding per recipient. Subscribers whose queue
+overflows are collected during the loop and disconnected as slow after it, so the loop never
+mutates what it iterates.
+
+Python runs one event loop per process, so the hub needs no locks and no sharding: one dict
+lookup finds a channel's subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from squall.core.transport import Framing
+from squall.core.writer import Writer
+from squall.types import Channel, ClientId, UserId
+
+if TYPE_CHECKING:
+    from squall.core.session import Session
+
+__all__ = ["Hub"]
+
+
+class _Subscribers:
+    """The sessions subscribed to one channel, by framing: ``{framing: {writer: session}}``;
+    ``join_leave`` holds those that asked for join/leave pushes."""
+
+    __slots__ = ("by_framing", "count", "join_leave")
+
+    def __init__(self) -> None:
+        self.by_framing: dict[Framing, dict[Writer, Session]] = {}
+        self.join_leave: set[Session] = set()
+        self.count = 0
+
+
+class Hub:
+    """Registry of this node's sessions and subscriptions. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[ClientId, Session] = {}
+        self._users: dict[UserId, set[Session]] = {}
+        self._channels: dict[Channel, _Subscribers] = {}
+        self.num_subscriptions = 0
+
+    # Sessions ----------------------------------------------------------------------------
+
+    def add_session(self, session: Session) -> None:
+        self._sessions[session.client_id] = session
+        self._users.setdefault(session.user, set()).add(session)
+
+    def remove_session(self, session: Session) -> None:
+        if self._sessions.pop(session.client_id, None) is None:
+            return
+        users = self._users.get(session.user)
+        if users is not None:
+            users.discard(session)
+            if not users:
+                del self._users[session.user]
+
+    def session(self, client: ClientId) -> Session | None:
+        return self._sessions.get(client)
+
+    def user_sessions(self, user: UserId) -> list[Session]:
+        return list(self._users.get(user, ()))
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    @property
+    def num_clients(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def num_users(self) -> int:
+        return len(self._users)
+
+    # Subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, channel: Channel, session: Session, *, join_leave: bool) -> bool:
+        """Add ``session`` to ``channel``; True when it is the node's first subscriber."""
+        subs = self._channels.get(channel)
+        first = subs is None
+        if subs is None:
+            subs = self._channels[channel] = _Subscribers()
+        group = subs.by_framing.get(session.transport.framing)
+        if group is None:
+            group = subs.by_framing[session.transport.framing] = {}
+        if session.writer not in group:
+            group[session.writer] = session
+            subs.count += 1
+            self.num_subscriptions += 1
+        if join_leave:
+            subs.join_leave.add(session)
+        return first
+
+    def unsubscribe(self, channel: Channel, session: Session) -> bool:
+        """Remove ``session`` from ``channel``; True when the channel has no subscriber left."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            return False
+        group = subs.by_framing.get(session.transport.framing)
+        if group is not None and group.pop(session.writer, None) is not None:
+            subs.count -= 1
+            self.num_subscriptions -= 1
+            if not group:
+                del subs.by_framing[session.transport.framing]
+        subs.join_leave.discard(session)
+        if subs.count == 0:
+            del self._channels[channel]
+            return True
+        return False
+
+    def num_subscribers(self, channel: Channel) -> int:
+        subs = self._channels.get(channel)
+        return subs.count if subs is not None else 0
+
+    def channels(self) -> Iterable[tuple[Channel, int]]:
+        return ((ch, subs.count) for ch, subs in self._channels.items())
+
+    # Fan-out -----------------------------------------------------------------------------
+
+    def broadcast(self, channel: Channel, payload: bytes) -> int:
+        """Write ``payload`` (one encoded push) to every subscriber of ``channel``.
+
+        Returns how many subscribers it was offered to. Framing happens once per variant.
+        """
+        subs = self._channels.get(channel)
+        if subs is None:
+            return 0
+        slow: list[Session] | None = None
+        for framing, group in subs.by_framing.items():
+            data = framing.frame(payload)
+            for writer in group:
+                if not writer.offer(data):
+                    if slow is None:
+                        slow = []
+                    slow.append(group[writer])
+        if slow is not None:
+            for session in slow:
+                session.disconnect_slow()
+        return subs.count
+
+    def broadcast_join_leave(self, channel: Channel, payload: bytes) -> int:
+        """Write a join or leave push to the subscribers that asked for them."""
+        subs = self._channels.get(channel)
+        if subs is None or not subs.join_leave:
+            return 0
+        frames: dict[Framing, bytes] = {}
+        slow: list[Session] = []
+        for session in subs.join_leave:
+            framing = session.transport.framing
+            data = frames.get(framing)
+            if data is None:
+                data = frames[framing] = framing.frame(payload)
+            if not session.writer.offer(data):
+                slow.append(session)
+        for session in slow:
+            session.disconnect_slow()
+        return len(subs.join_leave)

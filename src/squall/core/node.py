@@ -1,0 +1,257 @@
+"""The node: one per process. Owns the hub, the broker, presence, settings and handlers.
+
+Everything that publishes goes through :meth:`Node.publish` (client publish, server API,
+application code), so history, fan-out and metrics behave the same whoever publishes.
+The broker calls back :meth:`handle_publication`, which encodes the push once and hands the
+bytes to the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from squall.core.broker import Broker, PresenceManager
+from squall.core.channels import ChannelRules
+from squall.core.handlers import Handlers
+from squall.core.hub import Hub
+from squall.core.metrics import Metrics
+from squall.core.timers import TimerWheel
+from squall.errors import Disconnect, NotAvailable, ReplyError
+from squall.protocol import client as proto
+from squall.types import Channel, ClientId, ClientInfo, Publication, RawJSON, StreamPosition
+
+if TYPE_CHECKING:
+    from squall.config import Settings
+    from squall.core.session import Session
+
+__all__ = ["Node", "client_info_msg", "publication_msg"]
+
+logger = logging.getLogger("squall.node")
+
+VERSION = "0.1.0"
+
+_NO_RAW = proto.NO_DATA
+
+
+def client_info_msg(info: ClientInfo) -> proto.ClientInfoMsg:
+    return proto.ClientInfoMsg(
+        user=info.user,
+        client=info.client,
+        conn_info=_NO_RAW if info.conn_info is None else msgspec.Raw(info.conn_info),
+        chan_info=_NO_RAW if info.chan_info is None else msgspec.Raw(info.chan_info),
+    )
+
+
+def publication_msg(pub: Publication) -> proto.PublicationMsg:
+    return proto.PublicationMsg(
+        data=msgspec.Raw(pub.data),
+        info=client_info_msg(pub.info) if pub.info is not None else None,
+        offset=pub.offset,
+        tags=pub.tags or None,
+    )
+
+
+class Node:
+    """See the module docstring. Create, :meth:`start`, serve, :meth:`shutdown`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        presence: PresenceManager,
+        *,
+        handlers: Handlers | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.presence_manager = presence
+        self.handlers = handlers or Handlers()
+        self.metrics = metrics or Metrics()
+        self.hub = Hub()
+        self.channels = ChannelRules(settings)
+        self.id = secrets.token_hex(8)
+        self.name = settings.node_name if hasattr(settings, "node_name") else "squall"
+        self.started_at = time.time()
+        self._timers: TimerWheel | None = None
+        self._broker_channels: set[Channel] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        broker.register(self)
+
+    # Clocks ------------------------------------------------------------------------------
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    @staticmethod
+    def wall_time() -> float:
+        return time.time()
+
+    def expiry_deadline(self, expire_at: int) -> float:
+        """Loop time at which a connection expiring at ``expire_at`` (Unix s) is closed
+        unless refreshed: its expiry plus ``client.expired_close_delay``."""
+        delay = self.settings.client.expired_close_delay
+        return self.loop_time() + (expire_at - self.wall_time()) + delay
+
+    @property
+    def timers(self) -> TimerWheel:
+        if self._timers is None:
+            self._timers = TimerWheel(asyncio.get_running_loop())
+        return self._timers
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def shutdown(self, disconnect: Disconnect | None = None) -> None:
+        """Disconnect every session (Centrifugo's shutdown code by default), close the broker."""
+        disconnect = disconnect or Disconnect.shutdown()
+        for session in self.hub.sessions():
+            session.disconnect(disconnect)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._timers is not None:
+            self._timers.close()
+        await self.broker.close()
+
+    def spawn(self, coro: Any) -> None:
+        """Run a background coroutine; its failure is logged, never lost."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("! background task failed", exc_info=task.exception())
+
+    # Sessions ----------------------------------------------------------------------------
+
+    def new_client_id(self) -> ClientId:
+        return ClientId(secrets.token_hex(16))
+
+    def session_closed(self, session: Session, disconnect: Disconnect | None) -> None:
+        """Called once per session when it closes: leave the hub now, presence and join/leave
+        in the background."""
+        was_connected = self.hub.session(session.client_id) is session
+        self.hub.remove_session(session)
+        subs = list(session.subscriptions.values())
+        session.subscriptions.clear()
+        for sub in subs:
+            self.unsubscribe_local(sub.channel, session)
+        if was_connected:
+            self.metrics.connection_closed(session.transport.name)
+        if subs:
+            info = session.client_info()
+            self.spawn(self._after_leave(subs, session.client_id, info))
+
+    async def _after_leave(self, subs: list[Any], client: ClientId, info: ClientInfo) -> None:
+        for sub in subs:
+            await self.leave_channel(sub.channel, client, info, presence=sub.presence,
+                                     join_leave=sub.join_leave)
+
+    async def leave_channel(
+        self, channel: Channel, client: ClientId, info: ClientInfo, *, presence: bool,
+        join_leave: bool
+    ) -> None:
+        if presence:
+            await self.presence_manager.remove(channel, client)
+        if join_leave:
+            await self.broker.publish_leave(channel, info)
+
+    # Subscriptions (node level) ----------------------------------------------------------
+
+    async def ensure_broker_subscribed(self, channel: Channel) -> None:
+        if channel not in self._broker_channels:
+            await self.broker.subscribe(channel)
+            self._broker_channels.add(channel)
+
+    def unsubscribe_local(self, channel: Channel, session: Session) -> None:
+        if self.hub.unsubscribe(channel, session) and channel in self._broker_channels:
+            self._broker_channels.discard(channel)
+            self.spawn(self._broker_unsubscribe(channel))
+
+    async def _broker_unsubscribe(self, channel: Channel) -> None:
+        if self.hub.num_subscribers(channel) == 0 and channel not in self._broker_channels:
+            await self.broker.unsubscribe(channel)
+
+    # Publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        channel: Channel,
+        data: RawJSON,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+    ) -> StreamPosition:
+        """Publish ``data`` (raw JSON) to ``channel``; returns its stream position."""
+        history = None if skip_history else self.channels.history(channel)
+        position = await self.broker.publish(channel, data, info=info, tags=tags, history=history)
+        self.metrics.published()
+        return position
+
+    # BrokerEventHandler ------------------------------------------------------------------
+
+    def handle_publication(self, channel: Channel, pub: Publication) -> None:
+        if self.hub.num_subscribers(channel) == 0:
+            return
+        payload = proto.encode_publication_push(channel, publication_msg(pub))
+        sent = self.hub.broadcast(channel, payload)
+        self.metrics.messages_sent(sent)
+
+    def handle_join(self, channel: Channel, info: ClientInfo) -> None:
+        payload = proto.encode_join_push(channel, client_info_msg(info))
+        self.metrics.messages_sent(self.hub.broadcast_join_leave(channel, payload))
+
+    def handle_leave(self, channel: Channel, info: ClientInfo) -> None:
+        payload = proto.encode_leave_push(channel, client_info_msg(info))
+        self.metrics.messages_sent(self.hub.broadcast_join_leave(channel, payload))
+
+    def handle_control(self, data: bytes) -> None:
+        return None  # one node: nothing to coordinate yet
+
+    # Reading -----------------------------------------------------------------------------
+
+    async def history(
+        self,
+        channel: Channel,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """History of ``channel``; ReplyError 108 when the channel keeps none."""
+        options = self.channels.history(channel)
+        if options is None:
+            raise ReplyError.not_available()
+        max_limit = self.settings.client.history_max_publication_limit
+        if max_limit > 0 and (limit < 0 or limit > max_limit):
+            limit = max_limit
+        try:
+            result = await self.broker.history(
+                channel, limit=limit, since=since, reverse=reverse, meta_ttl=options.meta_ttl
+            )
+        except NotAvailable as exc:
+            raise ReplyError.not_available() from exc
+        return result.publications, result.position
+
+    async def presence(self, channel: Channel) -> dict[ClientId, ClientInfo]:
+        if not self.channels.options(channel).presence:
+            raise ReplyError.not_available()
+        return await self.presence_manager.presence(channel)
+
+    async def presence_stats(self, channel: Channel) -> tuple[int, int]:
+        if not self.channels.options(channel).presence:
+            raise ReplyError.not_available()
+        stats = await self.presence_manager.stats(channel)
+        return stats.num_clients, stats.num_users

@@ -1,0 +1,120 @@
+"""HTTP routing: which handler serves each path (DESIGN.md §2).
+
+| Path | What |
+|---|---|
+| ``GET /connection/websocket`` | Centrifugo client protocol (JSON) over WebSocket |
+| ``POST /api/<method>`` | Server API (needs ``http_api.key``) |
+| ``GET /health`` | liveness: 200 ``{}`` |
+| ``GET /metrics`` | Prometheus text format (``prometheus.enabled``) |
+| ``GET /`` and ``GET /dev/token`` | demo page and its token endpoint (``development`` only) |
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from squall import tokens
+from squall.core.api import ServerAPI
+from squall.core.metrics import CONTENT_TYPE_LATEST
+from squall.protocol import handshake
+from squall.server.api import handle_api
+from squall.server.http import HttpConnection
+from squall.server.http_types import Request, Response
+from squall.server.origin import OriginChecker
+from squall.server.websocket import WebSocketConnection
+
+if TYPE_CHECKING:
+    from squall.core.node import Node
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("squall.http")
+
+_JSON = "application/json"
+
+
+class Router:
+    """The server's one HTTP handler: dispatches by path."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.settings = node.settings
+        self.api = ServerAPI(node)
+        self.origins = OriginChecker(self.settings.client.allowed_origins)
+        self._demo_page: bytes | None = None
+
+    async def __call__(self, request: Request, conn: HttpConnection) -> Response | None:
+        path = request.path
+        if path == "/connection/websocket":
+            return self.websocket(request, conn)
+        if path == "/api" or path.startswith("/api/"):
+            return await handle_api(
+                request,
+                self.api,
+                key=self.settings.http_api.key,
+                insecure=self.settings.http_api.insecure,
+            )
+        if path == "/health" and self.settings.health.enabled:
+            return Response(200, b"{}", _JSON)
+        if path == "/metrics" and self.settings.prometheus.enabled:
+            self.node.metrics.set_subscriptions(self.node.hub.num_subscriptions)
+            return Response(200, self.node.metrics.render(), CONTENT_TYPE_LATEST)
+        if self.settings.development:
+            if path == "/" or path == "/index.html":
+                return Response(200, self.demo_page(), "text/html; charset=utf-8")
+            if path == "/dev/token":
+                return self.dev_token(request)
+        return Response(404, b"not found")
+
+    # WebSocket ---------------------------------------------------------------------------
+
+    def websocket(self, request: Request, conn: HttpConnection) -> Response | None:
+        """Validate the opening handshake (RFC 6455 §4.2.1) and hand the socket over."""
+        try:
+            key = handshake.check_request(request.method, request.headers.as_dict())
+        except handshake.HandshakeError as exc:
+            headers = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
+            return Response(exc.status, exc.message.encode(), headers=headers)
+        origin = request.headers.get("origin")
+        if not self.origins.allowed(origin, request.headers.get("host")):
+            logger.info("! refused WebSocket from origin %r (client.allowed_origins)", origin)
+            return Response(403, b"origin not allowed")
+        remote = request.remote[0] if request.remote else ""
+        protocol = WebSocketConnection(
+            self.node,
+            headers=request.headers.as_dict(),
+            remote_addr=remote,
+            max_message_size=self.settings.websocket.message_size_limit,
+        )
+        conn.upgrade(handshake.build_response(key), protocol)
+        return None
+
+    # Development mode --------------------------------------------------------------------
+
+    def demo_page(self) -> bytes:
+        if self._demo_page is None:
+            self._demo_page = (
+                resources.files("squall.server").joinpath("static/index.html").read_bytes()
+            )
+        return self._demo_page
+
+    def dev_token(self, request: Request) -> Response:
+        """Development only: a connection token for ``?user=`` (one hour)."""
+        user = (request.query().get("user") or [""])[0].strip()[:64]
+        if not user:
+            return Response(400, b"user query parameter required")
+        secret = self.settings.client.token.hmac_secret_key
+        if not secret:
+            return Response(500, b"client.token.hmac_secret_key is not set")
+        token = tokens.make_connection_token(secret, user, ttl=3600, now=time.time())
+        return Response(
+            200,
+            msgspec.json.encode({"token": token}),
+            _JSON,
+            headers=[("Cache-Control", "no-store")],
+        )
