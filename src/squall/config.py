@@ -53,6 +53,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -415,8 +416,7 @@ class ChannelOptions(_Section):
     presence: bool = Field(default=False, description="Keep online presence (who is subscribed).")
     join_leave: bool = Field(default=False, description="Emit join and leave messages.")
     force_push_join_leave: bool = Field(
-        default=False,
-        description="Push join and leave messages to every subscriber without being asked.",
+        default=False, description="Push join/leave messages to subscribers without being asked."
     )
     history_size: int = Field(
         default=0,
@@ -456,8 +456,7 @@ class ChannelOptions(_Section):
         ),
     )
     allow_publish_for_anonymous: bool = Field(
-        default=False,
-        description="Let anonymous clients publish (with a publish permission above).",
+        default=False, description="Let anonymous clients publish (with a permission above)."
     )
     allow_history_for_subscriber: bool = Field(
         default=False, description="Let a subscriber read the channel's history."
@@ -553,7 +552,9 @@ class ChannelSettings(_Section):
         for namespace in value:
             if namespace.name in seen:
                 raise PydanticCustomError(
-                    "namespace", 'duplicate namespace name "{name}"', {"name": namespace.name}
+                    "duplicate_namespace",
+                    'duplicate namespace name "{name}"',
+                    {"name": namespace.name},
                 )
             seen.add(namespace.name)
         return value
@@ -765,24 +766,25 @@ def load_settings(
             continue
         parts = name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
         dotted = ".".join(parts)
-        kind = _option_kind(parts)
-        if kind is None:
+        option = _field_at(parts)
+        if option is None:
             unknown.setdefault(dotted, name)
             continue
         value: Any = raw
-        if kind != "scalar":
+        section = _model_of(option.annotation)
+        if section is not None or get_origin(option.annotation) in (list, dict):
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{dotted}: invalid JSON: {exc.msg} (from {name})") from exc
-            if isinstance(value, dict):
-                for key in _unknown_keys(_model_at(parts), value, dotted):
-                    unknown.setdefault(key, name)
-            elif isinstance(value, list) and (item := _list_item_model(_annotation_at(parts))):
-                for i, entry in enumerate(value):
-                    if isinstance(entry, dict):
-                        for key in _unknown_keys(item, entry, f"{dotted}[{i}]"):
-                            unknown.setdefault(key, name)
+            if section is not None and isinstance(value, dict):
+                found = _unknown_keys(section, value, dotted)
+            elif (item := _list_item_model(option.annotation)) and isinstance(value, list):
+                found = _unknown_items(item, value, dotted)
+            else:
+                found = iter(())
+            for key in found:
+                unknown.setdefault(key, name)
         _set_path(merged, parts, value)
         _attribute(sources, dotted, value, name)
 
@@ -790,7 +792,7 @@ def load_settings(
         if value is None:
             continue
         parts = dotted.split(".")
-        if _option_kind(parts) is None:
+        if _field_at(parts) is None:
             raise ConfigError(f"{dotted}: no such option (from {OVERRIDES_SOURCE})")
         _set_path(merged, parts, value)
         _attribute(sources, dotted, value, OVERRIDES_SOURCE)
@@ -866,40 +868,16 @@ def _list_item_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _annotation_at(parts: list[str]) -> Any:
-    model: type[BaseModel] = Settings
-    annotation: Any = None
-    for part in parts:
-        info = model.model_fields.get(part)
-        if info is None:
-            return None
-        annotation = info.annotation
-        sub = _model_of(annotation)
-        if sub is not None:
-            model = sub
-    return annotation
-
-
-def _model_at(parts: list[str]) -> type[BaseModel]:
-    model = _model_of(_annotation_at(parts))
-    assert model is not None
-    return model
-
-
-def _option_kind(parts: list[str]) -> Literal["scalar", "json"] | None:
-    """``"json"`` for a section or list, ``"scalar"`` for a leaf, ``None`` if no such option."""
+def _field_at(parts: list[str]) -> FieldInfo | None:
+    """The option at ``parts`` (a section, a list or a leaf), or ``None`` if there is none."""
     model: type[BaseModel] | None = Settings
-    kind: Literal["scalar", "json"] | None = None
+    info: FieldInfo | None = None
     for part in parts:
-        if model is None:  # descending into a leaf
-            return None
-        info = model.model_fields.get(part)
+        info = model.model_fields.get(part) if model is not None else None
         if info is None:
             return None
         model = _model_of(info.annotation)
-        origin = get_origin(info.annotation)
-        kind = "json" if model is not None or origin in (list, dict) else "scalar"
-    return kind
+    return info
 
 
 def _unknown_keys(model: type[BaseModel], data: Mapping[str, Any], prefix: str) -> Iterator[str]:
@@ -913,9 +891,13 @@ def _unknown_keys(model: type[BaseModel], data: Mapping[str, Any], prefix: str) 
         if sub is not None and isinstance(value, dict):
             yield from _unknown_keys(sub, value, dotted)
         elif (item := _list_item_model(info.annotation)) and isinstance(value, list):
-            for i, entry in enumerate(value):
-                if isinstance(entry, dict):
-                    yield from _unknown_keys(item, entry, f"{dotted}[{i}]")
+            yield from _unknown_items(item, value, dotted)
+
+
+def _unknown_items(model: type[BaseModel], items: list[Any], prefix: str) -> Iterator[str]:
+    for i, entry in enumerate(items):
+        if isinstance(entry, dict):
+            yield from _unknown_keys(model, entry, f"{prefix}[{i}]")
 
 
 def _merge(into: dict[str, Any], data: Mapping[str, Any]) -> None:
@@ -986,6 +968,8 @@ def _source_of(loc: tuple[int | str, ...], sources: Mapping[str, str]) -> str:
 
 
 _SECRET_WORDS: Final = ("key", "secret", "password", "token")
+# Our own error types quote the bad value already; pydantic's do not.
+_OWN_ERRORS: Final = frozenset({"duration", "pong_timeout", "history_ttl", "history_meta_ttl"})
 
 
 def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> str:
@@ -1001,7 +985,7 @@ def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> str:
         value = error.get("input")
         secret = any(word in str(part) for part in loc for word in _SECRET_WORDS)
         if (
-            error["type"] in _BUILTIN_ECHO_TYPES
+            error["type"] not in _OWN_ERRORS
             and not secret
             and isinstance(value, str | int | float | bool)
         ):
@@ -1009,27 +993,6 @@ def _format_errors(exc: ValidationError, sources: Mapping[str, str]) -> str:
         lines.append(f"{dotted}: {msg} (from {_source_of(loc, sources)})")
     return "\n".join(lines)
 
-
-# Pydantic's own errors don't quote the bad value; add it (ours do already).
-_BUILTIN_ECHO_TYPES: Final = frozenset(
-    {
-        "bool_parsing",
-        "bool_type",
-        "int_parsing",
-        "int_type",
-        "int_from_float",
-        "float_parsing",
-        "float_type",
-        "string_type",
-        "literal_error",
-        "greater_than",
-        "greater_than_equal",
-        "less_than",
-        "less_than_equal",
-        "string_pattern_mismatch",
-        "string_too_short",
-    }
-)
 
 # --------------------------------------------------------------------------------------------
 # Generated configs and listen safety
