@@ -367,7 +367,7 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """Stand in for squall.app so serve runs without starting a server."""
     calls: list[Settings] = []
 
-    def run(settings: Settings) -> int:
+    def run(settings: Settings, *, app_spec: str | None = None) -> int:
         calls.append(settings)
         return 0
 

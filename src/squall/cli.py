@@ -187,7 +187,20 @@ _config_option = click.option(
     default=None,
     help="Log level (log.level).",
 )
-def serve(config: Path | None, host: str | None, port: int | None, log_level: str | None) -> None:
+@click.option(
+    "--app",
+    "app_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="Application handlers: an App instance or a setup(app) function, e.g. myapp:setup.",
+)
+def serve(
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    log_level: str | None,
+    app_spec: str | None,
+) -> None:
     """Run the server.
 
     Without --config it uses ./squall.json; if there is none, it writes one with fresh secrets
@@ -220,7 +233,11 @@ def serve(config: Path | None, host: str | None, port: int | None, log_level: st
 
     from squall.app import run  # composition root: imported only when serving
 
-    sys.exit(run(settings))
+    try:
+        code = run(settings, app_spec=app_spec)
+    except ConfigError as exc:
+        _fail(str(exc))
+    sys.exit(code)
 
 
 @main.command()
