@@ -434,6 +434,6 @@ def test_serve_propagates_the_exit_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_app: list[Settings]
 ) -> None:
     module = sys.modules["squall.app"]
-    monkeypatch.setattr(module, "run", lambda settings: 3)
+    monkeypatch.setattr(module, "run", lambda settings, app_spec=None: 3)
     write_config(tmp_path / "squall.json", base_config())
     assert invoke("serve").exit_code == 3
