@@ -54,6 +54,7 @@ class App:
         self.handlers = Handlers()
         self.node: Node | None = None
         self.server: HttpServer | None = None
+        self.router: Router | None = None
 
     # Handlers ----------------------------------------------------------------------------
 
@@ -97,8 +98,9 @@ class App:
         self.node = Node(settings, broker, MemoryPresenceManager(), handlers=self.handlers)
         await self.node.start()
         http = settings.http_server
+        self.router = Router(self.node)
         self.server = HttpServer(
-            Router(self.node),
+            self.router,
             limits=HttpLimits(
                 max_header_size=http.max_header_size,
                 max_body_size=http.max_body_size,
@@ -114,26 +116,27 @@ class App:
         """Graceful shutdown: stop accepting, send every client Centrifugo's shutdown
         disconnect (3001, reconnect), flush their queues, wait for connections to close,
         and give up waiting after ``timeout`` (default ``shutdown.timeout``)."""
-        if self.server is None or self.node is None:
+        if self.server is None or self.node is None or self.router is None:
             return
         timeout = self.settings.shutdown.timeout if timeout is None else timeout
-        server, node = self.server, self.node
+        server, node, transports = self.server, self.node, self.router.transports
         server.stop_accepting()
         try:
             async with asyncio.timeout(timeout):
                 await node.shutdown(Disconnect.shutdown())
                 await server.close_idle()
-                while server.connections_count():
-                    await asyncio.sleep(0.05)
+                await transports.wait_empty()
+                await server.wait_closed()
         except TimeoutError:
             logger.warning(
-                "! shutdown timeout (%.1fs): closing %d connections",
+                "! shutdown timeout (%.1fs): aborting %d connections",
                 timeout,
-                server.connections_count(),
+                server.connections_count() + len(transports),
             )
         server.abort_connections()
-        await server.wait_closed()
+        transports.abort_all()
         self.server = None
+        self.router = None
         self.node = None
 
 

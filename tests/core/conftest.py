@@ -17,7 +17,6 @@ from squall.core.session import Session
 from squall.core.writer import Writer
 from squall.errors import Disconnect
 
-
 SECRET = "test-secret-0123456789abcdef-0123456789abcdef"
 
 

@@ -16,7 +16,9 @@ from tests.core.conftest import SECRET, Client
 NewClient = Callable[[], Client]
 
 
-async def test_anonymous_connect_replies_with_client_id_and_heartbeat(new_client: NewClient) -> None:
+async def test_anonymous_connect_replies_with_client_id_and_heartbeat(
+    new_client: NewClient,
+) -> None:
     c = new_client()
     reply = await c.connect()
     result = reply["connect"]
@@ -55,8 +57,8 @@ async def test_expired_token_gets_error_109_and_stays_open(new_client: NewClient
 
 
 async def test_no_token_without_anonymous_is_bad_request(node: Node) -> None:
-    from tests.core.conftest import make_settings
     from squall.brokers.memory import MemoryBroker, MemoryPresenceManager
+    from tests.core.conftest import make_settings
 
     strict = Node(
         make_settings(**{"client.allow_anonymous_connect_without_token": False}),
@@ -255,14 +257,10 @@ async def test_token_channels_are_server_side_subscriptions(
 async def test_refresh_extends_expiry_and_rejects_another_user(new_client: NewClient) -> None:
     c = new_client()
     await c.connect(token=tokens.make_connection_token(SECRET, "42", ttl=5))
-    reply = await c.call(
-        "refresh", {"token": tokens.make_connection_token(SECRET, "42", ttl=900)}
-    )
+    reply = await c.call("refresh", {"token": tokens.make_connection_token(SECRET, "42", ttl=900)})
     assert reply["refresh"]["expires"] is True
     assert reply["refresh"]["ttl"] > 800
-    await c.send(
-        {"id": 99, "refresh": {"token": tokens.make_connection_token(SECRET, "43")}}
-    )
+    await c.send({"id": 99, "refresh": {"token": tokens.make_connection_token(SECRET, "43")}})
     assert c.transport.closed_with == Disconnect.invalid_token()
 
 
@@ -310,3 +308,17 @@ async def test_disconnect_cleans_up_hub(node: Node, new_client: NewClient) -> No
     assert node.hub.num_clients == 0
     assert node.hub.num_subscriptions == 0
     assert node.hub.user_sessions(c.session.user) == []
+
+
+async def test_commands_after_a_failed_connect_in_the_same_frame_disconnect(
+    new_client: NewClient,
+) -> None:
+    c = new_client()
+    expired = tokens.make_connection_token(SECRET, "42", ttl=10, now=1000.0)
+    frame = (
+        b'{"id":1,"connect":{"token":"' + expired.encode() + b'"}}\n'
+        b'{"id":2,"subscribe":{"channel":"a"}}'
+    )
+    await c.send(frame)
+    assert c.transport.messages()[0]["error"]["code"] == 109
+    assert c.transport.closed_with == Disconnect.bad_request()

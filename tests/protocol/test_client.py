@@ -19,9 +19,12 @@ def received(conn: p.ClientConnection) -> list[object]:
 def test_decode_single_and_batched_commands() -> None:
     frame = b'{"id":1,"connect":{"token":"t","name":"js"}}\n{"id":2,"subscribe":{"channel":"a"}}\n'
     first, second = p.decode_commands(frame)
-    assert first.id == 1 and first.method == "connect"
-    assert first.connect is not None and first.connect.token == "t"
-    assert second.method == "subscribe" and second.subscribe is not None
+    assert first.id == 1
+    assert first.method == "connect"
+    assert first.connect is not None
+    assert first.connect.token == "t"
+    assert second.method == "subscribe"
+    assert second.subscribe is not None
     assert second.subscribe.channel == "a"
 
 
@@ -33,12 +36,14 @@ def test_raw_data_is_kept_verbatim() -> None:
 
 def test_empty_command_has_no_method() -> None:
     (cmd,) = p.decode_commands(b"{}")
-    assert cmd.id == 0 and cmd.method is None
+    assert cmd.id == 0
+    assert cmd.method is None
 
 
 def test_unknown_fields_are_ignored() -> None:
     (cmd,) = p.decode_commands(b'{"id":1,"subscribe":{"channel":"a","flag":1,"future":true}}')
-    assert cmd.subscribe is not None and cmd.subscribe.flag == 1
+    assert cmd.subscribe is not None
+    assert cmd.subscribe.flag == 1
 
 
 @pytest.mark.parametrize(
@@ -103,7 +108,9 @@ def test_other_pushes() -> None:
     assert msgspec.json.decode(p.encode_unsubscribe_push("r", 2000, "server unsubscribe")) == {
         "push": {"channel": "r", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}}
     }
-    assert msgspec.json.decode(p.encode_message_push(b"[1]")) == {"push": {"message": {"data": [1]}}}
+    assert msgspec.json.decode(p.encode_message_push(b"[1]")) == {
+        "push": {"message": {"data": [1]}}
+    }
     assert msgspec.json.decode(p.encode_subscribe_push("r", p.SubscribeResult())) == {
         "push": {"channel": "r", "subscribe": {}}
     }
@@ -146,7 +153,8 @@ def test_commands_after_a_violation_in_the_same_frame_are_dropped() -> None:
     conn = connected()
     conn.receive_frame(b'{"id":2,"connect":{}}\n{"id":3,"subscribe":{"channel":"a"}}', 1.0)
     events = received(conn)
-    assert len(events) == 1 and isinstance(events[0], p.ProtocolViolation)
+    assert len(events) == 1
+    assert isinstance(events[0], p.ProtocolViolation)
 
 
 def test_invalid_json_is_a_violation_with_cause() -> None:
@@ -234,3 +242,27 @@ def test_closed_connection_ignores_everything() -> None:
     conn.tick(1000.0)
     assert received(conn) == []
     assert conn.next_deadline is None
+
+
+def test_commands_may_follow_connect_in_one_frame() -> None:
+    conn = p.ClientConnection(now=0.0)
+    conn.receive_frame(b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"a"}}', 0.0)
+    events = received(conn)
+    assert [type(e) for e in events] == [p.CommandReceived, p.CommandReceived]
+
+
+def test_a_refused_connect_may_be_retried() -> None:
+    conn = p.ClientConnection(now=0.0)
+    conn.receive_frame(b'{"id":1,"connect":{"token":"old"}}', 0.0)
+    received(conn)
+    conn.connect_failed()
+    conn.receive_frame(b'{"id":2,"connect":{"token":"new"}}', 1.0)
+    (event,) = received(conn)
+    assert isinstance(event, p.CommandReceived)
+
+
+def test_connect_while_one_is_pending_is_a_violation() -> None:
+    conn = p.ClientConnection(now=0.0)
+    conn.receive_frame(b'{"id":1,"connect":{}}\n{"id":2,"connect":{}}', 0.0)
+    events = received(conn)
+    assert isinstance(events[-1], p.ProtocolViolation)

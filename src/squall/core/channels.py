@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["ChannelRules"]
 
 
-
 class ChannelRules:
     """Resolves a channel name to its options, once per name (cached)."""
 

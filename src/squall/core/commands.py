@@ -57,11 +57,18 @@ async def execute(session: Session, command: proto.Command) -> None:
     """Run ``command`` and write its reply (if it has one). Never raises."""
     method = command.method or "unknown"
     metrics = session.node.metrics
+    if method != "connect" and not session.connected:
+        # It followed a connect in the same frame, and that connect failed (client.go:
+        # a command before authentication is a bad request).
+        session.disconnect(Disconnect.bad_request())
+        return
     with metrics.command(method):
         try:
             reply = await _DISPATCH[method](session, command)
         except ReplyError as error:
             metrics.command_error(method, error.code)
+            if method == "connect":
+                session.conn.connect_failed()
             if command.id:
                 session.send(proto.encode_error_reply(command.id, error))
             return
@@ -85,8 +92,10 @@ async def execute(session: Session, command: proto.Command) -> None:
 def _verify(session: Session, token: str) -> tokens.ConnectionClaims:
     secret = session.node.settings.client.token.hmac_secret_key
     if not secret:
-        logger.warning("! client %s sent a token but client.token.hmac_secret_key is not set",
-                       session.client_id)
+        logger.warning(
+            "! client %s sent a token but client.token.hmac_secret_key is not set",
+            session.client_id,
+        )
         raise Disconnect.invalid_token()
     return tokens.verify_connection_token(token, secret)
 
@@ -144,8 +153,9 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     if not credentials and client_settings.allow_anonymous_connect_without_token:
         credentials = True
     if not credentials:
-        logger.info("! client %s: no token and anonymous connections are not allowed",
-                    session.client_id)
+        logger.info(
+            "! client %s: no token and anonymous connections are not allowed", session.client_id
+        )
         raise Disconnect.bad_request()
     limit = client_settings.user_connection_limit
     if limit > 0 and user and len(node.hub.user_sessions(UserId(user))) >= limit:
@@ -163,8 +173,12 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
         try:
             opts = node.channels.options(name)
         except ReplyError as exc:
-            logger.warning("! client %s: skipping server-side channel %r: %s",
-                           session.client_id, name, exc.message)
+            logger.warning(
+                "! client %s: skipping server-side channel %r: %s",
+                session.client_id,
+                name,
+                exc.message,
+            )
             continue
         channel = Channel(name)
         await node.ensure_broker_subscribed(channel)
@@ -239,8 +253,14 @@ async def _refresh(session: Session, command: proto.Command) -> bytes:
 # Channels -------------------------------------------------------------------------------
 
 
-def _allowed(session: Session, *, for_client: bool, for_subscriber: bool, subscribed: bool,
-             for_anonymous: bool) -> bool:
+def _allowed(
+    session: Session,
+    *,
+    for_client: bool,
+    for_subscriber: bool,
+    subscribed: bool,
+    for_anonymous: bool,
+) -> bool:
     if not (for_client or (for_subscriber and subscribed)):
         return False
     return bool(session.user) or for_anonymous
@@ -292,7 +312,9 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
 
     # From here to the reply nothing awaits (see the session module's ordering guarantee).
     node.hub.subscribe(
-        channel, session, join_leave=opts.join_leave and (req.join_leave or opts.force_push_join_leave)
+        channel,
+        session,
+        join_leave=opts.join_leave and (req.join_leave or opts.force_push_join_leave),
     )
     session.subscriptions[channel] = Subscription(
         channel, presence=opts.presence, join_leave=opts.join_leave
@@ -322,7 +344,10 @@ async def _unsubscribe(session: Session, command: proto.Command) -> bytes | None
         session.node.unsubscribe_local(channel, session)
         session.send(reply)
         await session.node.leave_channel(
-            channel, session.client_id, session.client_info(), presence=sub.presence,
+            channel,
+            session.client_id,
+            session.client_info(),
+            presence=sub.presence,
             join_leave=sub.join_leave,
         )
         return None

@@ -22,18 +22,23 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._connections = Gauge(
-            "squall_connections", "Open client connections, by transport.", ["transport"],
+            "squall_connections",
+            "Open client connections, by transport.",
+            ["transport"],
             registry=r,
         )
         self._connections_total = Counter(
-            "squall_connections_accepted", "Client connections accepted (connect succeeded).",
-            ["transport"], registry=r,
+            "squall_connections_accepted",
+            "Client connections accepted (connect succeeded).",
+            ["transport"],
+            registry=r,
         )
         self._subscriptions = Gauge(
             "squall_subscriptions", "Channel subscriptions held on this node.", registry=r
         )
         self._messages_sent = Counter(
-            "squall_messages_sent", "Pushes written to clients (publications, join, leave).",
+            "squall_messages_sent",
+            "Pushes written to clients (publications, join, leave).",
             registry=r,
         )
         self._frames_received = Counter(
@@ -51,21 +56,30 @@ class Metrics:
             registry=r,
         )
         self._disconnects = Counter(
-            "squall_disconnects", "Connections closed by the server, by code.", ["code"],
+            "squall_disconnects",
+            "Connections closed by the server, by code.",
+            ["code"],
             registry=r,
         )
         self._commands = Histogram(
-            "squall_command_duration_seconds", "Client command latency, by method.",
-            ["method"], registry=r,
+            "squall_command_duration_seconds",
+            "Client command latency, by method.",
+            ["method"],
+            registry=r,
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
         )
         self._command_errors = Counter(
-            "squall_command_errors", "Client commands answered with an error, by method and code.",
-            ["method", "code"], registry=r,
+            "squall_command_errors",
+            "Client commands answered with an error, by method and code.",
+            ["method", "code"],
+            registry=r,
         )
         self._api = Histogram(
-            "squall_api_duration_seconds", "Server API call latency, by method.", ["method"],
-            registry=r, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+            "squall_api_duration_seconds",
+            "Server API call latency, by method.",
+            ["method"],
+            registry=r,
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
         )
 
     def connection_opened(self, transport: str) -> None:

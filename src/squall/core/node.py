@@ -155,12 +155,18 @@ class Node:
 
     async def _after_leave(self, subs: list[Any], client: ClientId, info: ClientInfo) -> None:
         for sub in subs:
-            await self.leave_channel(sub.channel, client, info, presence=sub.presence,
-                                     join_leave=sub.join_leave)
+            await self.leave_channel(
+                sub.channel, client, info, presence=sub.presence, join_leave=sub.join_leave
+            )
 
     async def leave_channel(
-        self, channel: Channel, client: ClientId, info: ClientInfo, *, presence: bool,
-        join_leave: bool
+        self,
+        channel: Channel,
+        client: ClientId,
+        info: ClientInfo,
+        *,
+        presence: bool,
+        join_leave: bool,
     ) -> None:
         if presence:
             await self.presence_manager.remove(channel, client)

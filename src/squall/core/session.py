@@ -197,9 +197,8 @@ class Session:
         if self.closed:
             return
         if self.expire_at and now >= self.node.expiry_deadline(self.expire_at):
-            if self.node.wall_time() >= self.expire_at:
-                self.disconnect(Disconnect.expired())
-                return
+            self.disconnect(Disconnect.expired())
+            return
         self.conn.tick(now)
         self._handle_events()
 

@@ -44,7 +44,11 @@ class Transport(Protocol):
     name: str
     unidirectional: bool
     emulation: bool
-    framing: Framing
+
+    @property
+    def framing(self) -> Framing:
+        """This transport's wire variant; shared by all connections of the same kind."""
+        ...
 
     def write(self, data: bytes) -> bool:
         """Queue framed bytes; False when this overflowed the queue (the caller must then

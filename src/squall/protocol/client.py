@@ -34,6 +34,8 @@ import msgspec
 from squall.errors import Disconnect, RemoteProtocolError, ReplyError
 
 __all__ = [
+    "NO_DATA",
+    "PING_FRAME",
     "ClientConnection",
     "ClientInfoMsg",
     "Command",
@@ -44,8 +46,6 @@ __all__ = [
     "ErrorMsg",
     "HistoryRequest",
     "HistoryResult",
-    "NO_DATA",
-    "PING_FRAME",
     "PresenceRequest",
     "PresenceResult",
     "PresenceStatsRequest",
@@ -71,8 +71,8 @@ __all__ = [
     "encode_leave_push",
     "encode_message_push",
     "encode_publication_push",
-    "encode_reply",
     "encode_replies",
+    "encode_reply",
     "encode_subscribe_push",
     "encode_unsubscribe_push",
     "raw_json",
@@ -466,7 +466,9 @@ def encode_leave_push(channel: str, info: ClientInfoMsg) -> bytes:
 def encode_unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
     """A server-side unsubscribe (client.proto ``Unsubscribe``; codes in docs/server/codes.md:
     < 2500 the client stays unsubscribed, >= 2500 it resubscribes)."""
-    return _encoder.encode(Reply(push=_Push(channel=channel, unsubscribe=_UnsubscribePush(code, reason))))
+    return _encoder.encode(
+        Reply(push=_Push(channel=channel, unsubscribe=_UnsubscribePush(code, reason)))
+    )
 
 
 def encode_subscribe_push(channel: str, result: SubscribeResult) -> bytes:
@@ -537,6 +539,7 @@ class ClientConnection:
     """
 
     __slots__ = (
+        "_connect_pending",
         "_events",
         "_ping_at",
         "_pong_deadline",
@@ -561,9 +564,14 @@ class ClientConnection:
         self.pong_timeout = pong_timeout
         self.unidirectional = unidirectional
         self._events: list[ClientEvent] = []
+        self._connect_pending = False
         self._stale_deadline: float | None = now + stale_close_delay
         self._ping_at: float | None = None
         self._pong_deadline: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnState.CLOSED
 
     @property
     def pong_expected(self) -> bool:
@@ -593,9 +601,9 @@ class ClientConnection:
             self._violate(Disconnect.bad_request(), exc)
             return
         for command in commands:
-            if self.state is ConnState.CLOSED:
-                return
             self._receive_command(command, now)
+            if self.closed:
+                return  # a violation ends the frame: later commands are not run
 
     def _receive_command(self, command: Command, now: float) -> None:
         method = command.method
@@ -606,10 +614,10 @@ class ClientConnection:
             else:
                 self._pong_deadline = None
             return
-        if self.state is ConnState.CONNECTING and method != "connect":
-            self._violate(
-                Disconnect.bad_request(), RemoteProtocolError(f"{method} before connect")
-            )
+        if self.state is ConnState.CONNECTING and not self._connect_pending and method != "connect":
+            # Commands may follow a connect in the same frame (they run after it, and fail
+            # there if it failed); before any connect they break the protocol.
+            self._violate(Disconnect.bad_request(), RemoteProtocolError(f"{method} before connect"))
             return
         if method is None:
             # A command with an id but no known request field (an unknown method).
@@ -620,15 +628,23 @@ class ClientConnection:
                 Disconnect.bad_request(), RemoteProtocolError(f"{method} command without id")
             )
             return
-        if method == "connect" and self.state is ConnState.CONNECTED:
-            self._violate(Disconnect.bad_request(), RemoteProtocolError("second connect"))
-            return
+        if method == "connect":
+            if self.state is ConnState.CONNECTED or self._connect_pending:
+                self._violate(Disconnect.bad_request(), RemoteProtocolError("second connect"))
+                return
+            self._connect_pending = True
         self._events.append(CommandReceived(command))
+
+    def connect_failed(self) -> None:
+        """The server refused the connect command with an error reply (e.g. 109 token
+        expired): the client may send another connect."""
+        self._connect_pending = False
 
     def connected(self, now: float) -> None:
         """The server accepted the connect command: start the heartbeat."""
         if self.state is not ConnState.CONNECTING:
             return
+        self._connect_pending = False
         self.state = ConnState.CONNECTED
         self._stale_deadline = None
         if self.ping_interval > 0:

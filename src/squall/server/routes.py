@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from importlib import resources
@@ -31,11 +32,41 @@ from squall.server.websocket import WebSocketConnection
 if TYPE_CHECKING:
     from squall.core.node import Node
 
-__all__ = ["Router"]
+__all__ = ["OpenTransports", "Router"]
 
 logger = logging.getLogger("squall.http")
 
 _JSON = "application/json"
+
+
+class OpenTransports:
+    """The upgraded (non-HTTP) connections still open, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._open: set[WebSocketConnection] = set()
+        self._empty: asyncio.Event | None = None
+
+    def abort_all(self) -> None:
+        """Drop every remaining connection now (the end of a shutdown timeout)."""
+        for transport in list(self._open):
+            transport.abort()
+
+    def add(self, transport: WebSocketConnection) -> None:
+        self._open.add(transport)
+
+    def discard(self, transport: WebSocketConnection) -> None:
+        self._open.discard(transport)
+        if not self._open and self._empty is not None:
+            self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def wait_empty(self) -> None:
+        while self._open:
+            self._empty = asyncio.Event()
+            await self._empty.wait()
+        self._empty = None
 
 
 class Router:
@@ -43,6 +74,7 @@ class Router:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.transports = OpenTransports()
         self.settings = node.settings
         self.api = ServerAPI(node)
         self.origins = OriginChecker(self.settings.client.allowed_origins)
@@ -90,6 +122,7 @@ class Router:
             headers=request.headers.as_dict(),
             remote_addr=remote,
             max_message_size=self.settings.websocket.message_size_limit,
+            registry=self.transports,
         )
         conn.upgrade(handshake.build_response(key), protocol)
         return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from squall.core.session import Session
 from squall.core.writer import Writer
@@ -24,6 +24,7 @@ from squall.protocol import websocket as ws
 
 if TYPE_CHECKING:
     from squall.core.node import Node
+    from squall.server.routes import OpenTransports
 
 __all__ = ["TEXT_FRAMING", "TextFraming", "WebSocketConnection"]
 
@@ -58,7 +59,9 @@ class WebSocketConnection(asyncio.Protocol):
         remote_addr: str,
         max_message_size: int,
         close_timeout: float = 3.0,
+        registry: OpenTransports | None = None,
     ) -> None:
+        self._registry = registry
         self._node = node
         self._headers = headers
         self._remote_addr = remote_addr
@@ -73,8 +76,11 @@ class WebSocketConnection(asyncio.Protocol):
     # asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        if self._registry is not None:
+            self._registry.add(self)
         self.writer = Writer(
             transport.write, transport.writelines, self._node.settings.client.queue_max_size
         )
@@ -123,6 +129,8 @@ class WebSocketConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._registry is not None:
+            self._registry.discard(self)
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
@@ -159,6 +167,11 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_handle = asyncio.get_running_loop().call_later(
             self._close_timeout, self._finish
         )
+
+    def abort(self) -> None:
+        """Close TCP at once, without flushing (a shutdown that ran out of time)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     # Internals ---------------------------------------------------------------------------
 
