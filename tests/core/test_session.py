@@ -7,11 +7,13 @@ from collections.abc import Callable
 import msgspec
 
 from squall import tokens
+from squall.brokers.memory import MemoryBroker, MemoryPresenceManager
+from squall.config import Settings
 from squall.core.handlers import ConnectEvent, ConnectReply, RPCEvent, RPCReply
 from squall.core.node import Node
 from squall.errors import Disconnect, ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, Client
+from tests.core.conftest import SECRET, Client, make_settings
 
 NewClient = Callable[[], Client]
 
@@ -57,9 +59,6 @@ async def test_expired_token_gets_error_109_and_stays_open(new_client: NewClient
 
 
 async def test_no_token_without_anonymous_is_bad_request(node: Node) -> None:
-    from squall.brokers.memory import MemoryBroker, MemoryPresenceManager
-    from tests.core.conftest import make_settings
-
     strict = Node(
         make_settings(**{"client.allow_anonymous_connect_without_token": False}),
         MemoryBroker(),
@@ -136,9 +135,6 @@ async def test_already_subscribed_is_105(new_client: NewClient) -> None:
 
 
 async def test_permissions_default_to_deny(node: Node) -> None:
-    from squall.brokers.memory import MemoryBroker, MemoryPresenceManager
-    from tests.core.conftest import make_settings
-
     closed = Node(
         make_settings(**{"channel.without_namespace": {}}),
         MemoryBroker(),
@@ -322,3 +318,60 @@ async def test_commands_after_a_failed_connect_in_the_same_frame_disconnect(
     await c.send(frame)
     assert c.transport.messages()[0]["error"]["code"] == 109
     assert c.transport.closed_with == Disconnect.bad_request()
+
+
+async def test_expired_connection_is_closed_when_its_grace_runs_out(node: Node) -> None:
+    c = Client(node)
+    await c.connect(token=tokens.make_connection_token(SECRET, "42", ttl=60))
+    expire_at = c.session.expire_at
+    grace = node.settings.client.expired_close_delay
+    loop_now = node.loop_time()
+    wall_now = node.wall_time()
+    # Just before expiry plus grace: still open.
+    c.session.on_timer(loop_now + (expire_at - wall_now) + grace - 1)
+    assert c.transport.closed_with is None
+    c.session.on_timer(loop_now + (expire_at - wall_now) + grace + 1)
+    assert c.transport.closed_with == Disconnect.expired()
+
+
+async def test_connection_without_connect_goes_stale(node: Node) -> None:
+    c = Client(node)
+    c.session.on_timer(node.loop_time() + node.settings.client.stale_close_delay + 0.1)
+    assert c.transport.closed_with == Disconnect.stale()
+
+
+async def test_timer_sends_ping_and_closes_without_pong(node: Node) -> None:
+    c = Client(node)
+    await c.connect()
+    c.transport.take()
+    start = node.loop_time()
+    interval = node.settings.client.ping_interval
+    c.session.on_timer(start + interval + 0.1)
+    assert c.transport.take() == [{}]
+    c.session.on_timer(start + interval + node.settings.client.pong_timeout + 0.2)
+    assert c.transport.closed_with == Disconnect.no_pong()
+
+
+async def test_user_connection_limit(settings: Settings) -> None:
+    limited = Node(
+        make_settings(**{"client.user_connection_limit": 1}),
+        MemoryBroker(),
+        MemoryPresenceManager(),
+    )
+    token = tokens.make_connection_token(SECRET, "42")
+    first, second = Client(limited), Client(limited)
+    await first.connect(token=token)
+    await second.send({"id": 1, "connect": {"token": token}})
+    assert second.transport.closed_with == Disconnect.connection_limit()
+    assert first.transport.closed_with is None
+
+
+async def test_channel_limit(settings: Settings) -> None:
+    limited = Node(
+        make_settings(**{"client.channel_limit": 2}), MemoryBroker(), MemoryPresenceManager()
+    )
+    c = Client(limited)
+    await c.connect()
+    await c.call("subscribe", {"channel": "a"})
+    await c.call("subscribe", {"channel": "b"})
+    assert (await c.call("subscribe", {"channel": "c"}))["error"]["code"] == 106

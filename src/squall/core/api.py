@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from squall.core import subscriptions
 from squall.core.node import VERSION
-from squall.core.session import Subscription
 from squall.errors import Disconnect, NotAvailable, ReplyError
 from squall.protocol import client as proto
 from squall.types import Channel, ClientInfo, Epoch, RawJSON, StreamPosition, UserId
@@ -325,26 +325,21 @@ async def server_subscribe(
         return False
     base = session.client_info()
     info = ClientInfo(base.user, base.client, base.conn_info, chan_info)
-    await node.ensure_broker_subscribed(channel)
-    if presence:
-        await node.presence_manager.add(channel, session.client_id, info)
-    if session.closed or channel in session.subscriptions:
-        if presence and session.closed:
-            # session_closed() ran while we awaited and could not see this entry.
-            await node.presence_manager.remove(channel, session.client_id)
+    if not await subscriptions.prepare(session, channel, presence=presence, info=info):
         return False
-
-    # From here to the push nothing awaits (see the session module's ordering guarantee).
-    node.hub.subscribe(channel, session, join_leave=push_join_leave)
-    session.subscriptions[channel] = Subscription(
-        channel, presence=presence, join_leave=join_leave, server_side=True
-    )
     result = proto.SubscribeResult()
     if data is not None:
         result.data = msgspec.Raw(data)
-    session.send(proto.encode_subscribe_push(channel, result))
-    if join_leave:
-        await node.broker.publish_join(channel, info)
+    subscriptions.commit(
+        session,
+        channel,
+        presence=presence,
+        join_leave=join_leave,
+        push_join_leave=push_join_leave,
+        server_side=True,
+        message=proto.encode_subscribe_push(channel, result),
+    )
+    await subscriptions.announce_join(session, channel, info)
     return True
 
 
@@ -355,20 +350,9 @@ async def server_unsubscribe(session: Session, channel: Channel) -> bool:
     not resubscribe), leaves presence, and the channel gets a leave message when it emits them.
     Returns False when the session was not subscribed.
     """
-    sub = session.subscriptions.pop(channel, None)
-    if sub is None:
-        return False
-    node = session.node
-    node.unsubscribe_local(channel, session)
-    session.send(proto.encode_unsubscribe_push(channel, *UNSUBSCRIBE_SERVER))
-    await node.leave_channel(
-        channel,
-        session.client_id,
-        session.client_info(),
-        presence=sub.presence,
-        join_leave=sub.join_leave,
+    return await subscriptions.leave(
+        session, channel, proto.encode_unsubscribe_push(channel, *UNSUBSCRIBE_SERVER)
     )
-    return True
 
 
 # Channel patterns ---------------------------------------------------------------------------

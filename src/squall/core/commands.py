@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from squall import tokens
+from squall.core import subscriptions
 from squall.core.handlers import ConnectEvent, MessageEvent, RPCEvent, SubscribeEvent
 from squall.core.node import VERSION, client_info_msg, publication_msg
 from squall.core.session import Subscription
@@ -181,10 +182,8 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
             )
             continue
         channel = Channel(name)
-        await node.ensure_broker_subscribed(channel)
-        if opts.presence:
-            await node.presence_manager.add(channel, session.client_id, client_info)
-        prepared.append((channel, opts))
+        if await subscriptions.prepare(session, channel, presence=opts.presence, info=client_info):
+            prepared.append((channel, opts))
     if session.closed:
         return None
 
@@ -194,7 +193,10 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     session.conn.connected(node.loop_time())
     subs: dict[str, proto.SubscribeResult] = {}
     for channel, opts in prepared:
-        node.hub.subscribe(channel, session, join_leave=opts.join_leave)
+        # Server-side subscribers get join/leave pushes only when forced (as in Centrifugo).
+        node.hub.subscribe(
+            channel, session, join_leave=opts.join_leave and opts.force_push_join_leave
+        )
         session.subscriptions[channel] = Subscription(
             channel, presence=opts.presence, join_leave=opts.join_leave, server_side=True
         )
@@ -214,9 +216,8 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     )
     session.send(proto.encode_reply(command.id, result))
     session._reschedule()
-    for channel, opts in prepared:
-        if opts.join_leave:
-            await node.broker.publish_join(channel, client_info)
+    for channel, _ in prepared:
+        await subscriptions.announce_join(session, channel, client_info)
     return None
 
 
@@ -297,28 +298,17 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         data = _encode_user_value(reply.data)
     if not allowed:
         raise ReplyError.permission_denied()
-    await node.ensure_broker_subscribed(channel)
     client_info = session.client_info()
-    if opts.presence:
-        await node.presence_manager.add(channel, session.client_id, client_info)
+    if not await subscriptions.prepare(session, channel, presence=opts.presence, info=client_info):
+        if session.closed:
+            return None
+        raise ReplyError.already_subscribed()  # a concurrent server-side subscribe won
     history = node.channels.history(channel)
     position: StreamPosition | None = None
     if history is not None and (req.recoverable or req.positioned or req.recover):
         _, position = await node.history(channel, limit=0)
     if session.closed:
         return None
-    if channel in session.subscriptions:  # a concurrent server-side subscribe won
-        raise ReplyError.already_subscribed()
-
-    # From here to the reply nothing awaits (see the session module's ordering guarantee).
-    node.hub.subscribe(
-        channel,
-        session,
-        join_leave=opts.join_leave and (req.join_leave or opts.force_push_join_leave),
-    )
-    session.subscriptions[channel] = Subscription(
-        channel, presence=opts.presence, join_leave=opts.join_leave
-    )
     result = proto.SubscribeResult(data=data)
     if position is not None:
         result.recoverable = req.recoverable or req.recover
@@ -328,30 +318,26 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         # Recovery of missed publications comes with the channels work (issue 5); until then
         # a recovering client is told honestly that nothing was recovered.
         result.was_recovering = req.recover
-    session.send(proto.encode_reply(command.id, result))
-    if opts.join_leave:
-        await node.broker.publish_join(channel, client_info)
+    subscriptions.commit(
+        session,
+        channel,
+        presence=opts.presence,
+        join_leave=opts.join_leave,
+        push_join_leave=opts.join_leave and (req.join_leave or opts.force_push_join_leave),
+        server_side=False,
+        message=proto.encode_reply(command.id, result),
+    )
+    await subscriptions.announce_join(session, channel, client_info)
     return None
 
 
 async def _unsubscribe(session: Session, command: proto.Command) -> bytes | None:
     req = command.unsubscribe
     assert req is not None
-    channel = Channel(req.channel)
-    sub = session.subscriptions.pop(channel, None)
     reply = proto.encode_reply(command.id, proto.UnsubscribeResult())
-    if sub is not None:
-        session.node.unsubscribe_local(channel, session)
-        session.send(reply)
-        await session.node.leave_channel(
-            channel,
-            session.client_id,
-            session.client_info(),
-            presence=sub.presence,
-            join_leave=sub.join_leave,
-        )
+    if await subscriptions.leave(session, Channel(req.channel), reply):
         return None
-    return reply
+    return reply  # not subscribed: nothing to undo, the reply is the same (as in Centrifugo)
 
 
 async def _publish(session: Session, command: proto.Command) -> bytes:
@@ -426,8 +412,12 @@ async def _history(session: Session, command: proto.Command) -> bytes:
     since = (
         StreamPosition(req.since.offset, Epoch(req.since.epoch)) if req.since is not None else None
     )
+    limit = req.limit
+    max_limit = session.node.settings.client.history_max_publication_limit
+    if limit < 0 or limit > max_limit:
+        limit = max_limit  # client.history_max_publication_limit caps clients, not the API
     pubs, position = await session.node.history(
-        channel, limit=req.limit, since=since, reverse=req.reverse
+        channel, limit=limit, since=since, reverse=req.reverse
     )
     return proto.encode_reply(
         command.id,

@@ -181,7 +181,14 @@ class Node:
             self._broker_channels.add(channel)
 
     def unsubscribe_local(self, channel: Channel, session: Session) -> None:
-        if self.hub.unsubscribe(channel, session) and channel in self._broker_channels:
+        """Take ``session`` out of the hub's ``channel``; drop the node's broker interest
+        when it was the last local subscriber."""
+        if self.hub.unsubscribe(channel, session):
+            self.release_broker_channel(channel)
+
+    def release_broker_channel(self, channel: Channel) -> None:
+        """Unsubscribe the node from ``channel`` at the broker if no local session holds it."""
+        if self.hub.num_subscribers(channel) == 0 and channel in self._broker_channels:
             self._broker_channels.discard(channel)
             self.spawn(self._broker_unsubscribe(channel))
 
@@ -236,13 +243,13 @@ class Node:
         since: StreamPosition | None = None,
         reverse: bool = False,
     ) -> tuple[list[Publication], StreamPosition]:
-        """History of ``channel``; ReplyError 108 when the channel keeps none."""
+        """History of ``channel``; ReplyError 108 when the channel keeps none.
+
+        ``limit``: 0 gives only the stream position, -1 every publication held, N at most N.
+        """
         options = self.channels.history(channel)
         if options is None:
             raise ReplyError.not_available()
-        max_limit = self.settings.client.history_max_publication_limit
-        if max_limit > 0 and (limit < 0 or limit > max_limit):
-            limit = max_limit
         try:
             result = await self.broker.history(
                 channel, limit=limit, since=since, reverse=reverse, meta_ttl=options.meta_ttl

@@ -1,0 +1,92 @@
+"""Adding a session to a channel and taking it out: the one path every subscribe takes.
+
+Client subscribe, server-side subscriptions at connect, and the server API's subscribe and
+unsubscribe all go through here, so presence, join/leave and broker interest behave the same.
+
+Adding is two steps, because the caller writes a different message in between:
+
+1. :func:`prepare` awaits what can wait (the node's broker subscription, the presence entry).
+   If the session closed meanwhile it undoes that and returns False.
+2. :func:`commit` is synchronous: it adds the session to the hub, records the subscription and
+   writes the caller's reply or push. Nothing awaits between the two (see the session module's
+   ordering guarantee), so the client never sees a publication before that message.
+
+Then the caller awaits :func:`announce_join`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from squall.core.session import Subscription
+from squall.types import Channel, ClientInfo
+
+if TYPE_CHECKING:
+    from squall.core.session import Session
+
+__all__ = ["announce_join", "commit", "leave", "prepare"]
+
+
+async def prepare(session: Session, channel: Channel, *, presence: bool, info: ClientInfo) -> bool:
+    """Await the broker subscription and the presence entry; False if the session closed
+    (everything undone) or is already subscribed."""
+    node = session.node
+    await node.ensure_broker_subscribed(channel)
+    if presence:
+        await node.presence_manager.add(channel, session.client_id, info)
+    if session.closed or channel in session.subscriptions:
+        if presence and session.closed:
+            # session_closed() ran while we awaited and could not see this entry.
+            await node.presence_manager.remove(channel, session.client_id)
+        node.release_broker_channel(channel)
+        return False
+    return True
+
+
+def commit(
+    session: Session,
+    channel: Channel,
+    *,
+    presence: bool,
+    join_leave: bool,
+    push_join_leave: bool,
+    server_side: bool,
+    message: bytes,
+) -> None:
+    """Add to the hub, record the subscription and write ``message``; never awaits.
+
+    ``join_leave``: the channel emits join/leave (namespace option); ``push_join_leave``:
+    this session receives them.
+    """
+    session.node.hub.subscribe(channel, session, join_leave=push_join_leave)
+    session.subscriptions[channel] = Subscription(
+        channel, presence=presence, join_leave=join_leave, server_side=server_side
+    )
+    session.send(message)
+
+
+async def announce_join(session: Session, channel: Channel, info: ClientInfo) -> None:
+    """Publish the join message when the channel emits join/leave."""
+    sub = session.subscriptions.get(channel)
+    if sub is not None and sub.join_leave:
+        await session.node.broker.publish_join(channel, info)
+
+
+async def leave(session: Session, channel: Channel, message: bytes) -> bool:
+    """Take the session out of ``channel``, write ``message`` (a reply or an unsubscribe
+    push), then leave presence and publish the leave message. False when not subscribed
+    (nothing is written)."""
+    sub = session.subscriptions.pop(channel, None)
+    if sub is None:
+        return False
+    node = session.node
+    node.unsubscribe_local(channel, session)
+    session.send(message)
+    await node.leave_channel(
+        channel,
+        session.client_id,
+        session.client_info(),
+        presence=sub.presence,
+        join_leave=sub.join_leave,
+    )
+    return True
