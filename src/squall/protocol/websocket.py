@@ -153,6 +153,22 @@ class Failure:
 Event: TypeAlias = Message | Ping | Pong | CloseReceived | Failure
 """What :meth:`WebSocketProtocol.events_received` returns."""
 
+_new_object: Final = object.__new__
+_set_message_data: Final = Message.__dict__["data"].__set__  # the slot's member descriptor
+_set_message_text: Final = Message.__dict__["text"].__set__
+
+
+def _message(data: bytes, text: bool) -> Message:
+    """Build a Message as Message(data, text) does, several times faster.
+
+    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` for every field;
+    writing the slots directly skips that. Incoming messages are on the hot path.
+    """
+    message: Message = _new_object(Message)
+    _set_message_data(message, data)
+    _set_message_text(message, text)
+    return message
+
 
 # Close codes a peer may put in a close frame: RFC 6455 §7.4.1 plus the IANA registry
 # (1012-1014), exactly as `websockets.frames.EXTERNAL_CLOSE_CODES`; 3000-4999 are for
@@ -176,6 +192,7 @@ _SMALL_HEADERS: Final[dict[int, tuple[bytes, ...]]] = {
 }
 
 _Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
+_SLICE_MAX: Final = 4096  # unmask payloads up to this size from a slice, larger from a view
 
 
 def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
@@ -301,24 +318,21 @@ class WebSocketProtocol:
         """
         if self._state is CLOSED:
             return
+        buffer = self._buffer
         try:
-            self._receive(data)
+            if buffer:
+                buffer += data
+                consumed = self._parse(buffer)
+                if consumed > 0:
+                    del buffer[:consumed]  # keep only the incomplete frame: no quadratic copies
+            else:  # the common case: parse straight from `data`, buffer only an incomplete tail
+                consumed = self._parse(data)
+                if 0 <= consumed < len(data):
+                    buffer += memoryview(data)[consumed:]
         except Exception as exc:  # a bug in the parser: fail with no detail (STYLE.md §2)
             logger.error("! websocket parser failed", exc_info=True)
             if not self.close_expected():
                 self._fail(1011, "internal error", exc)
-
-    def _receive(self, data: bytes) -> None:
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            consumed = self._parse(buffer)
-            if self._state is not CLOSED:
-                del buffer[:consumed]  # keep only the incomplete frame: no quadratic copies
-        else:  # the common case: parse straight from `data`, buffer only an incomplete tail
-            consumed = self._parse(data)
-            if self._state is not CLOSED and consumed < len(data):
-                buffer += memoryview(data)[consumed:]
 
     def receive_eof(self) -> None:
         """Tell the protocol that the peer closed the TCP connection.
@@ -354,13 +368,17 @@ class WebSocketProtocol:
         frame after a close frame).
         """
         if self._state is not OPEN:
-            raise LocalProtocolError(f"cannot send a message: the connection is {self._name}")
+            raise LocalProtocolError(
+                f"cannot send a message: the connection is {self._state.name.lower()}"
+            )
         self._writes.append(encode_frame(Opcode.TEXT, data))
 
     def send_binary(self, data: bytes) -> None:
         """Queue a Binary message. Raises :class:`LocalProtocolError` unless the state is OPEN."""
         if self._state is not OPEN:
-            raise LocalProtocolError(f"cannot send a message: the connection is {self._name}")
+            raise LocalProtocolError(
+                f"cannot send a message: the connection is {self._state.name.lower()}"
+            )
         self._writes.append(encode_frame(Opcode.BINARY, data))
 
     def send_ping(self, data: bytes = b"") -> None:
@@ -402,109 +420,106 @@ class WebSocketProtocol:
     # Parsing.
 
     def _parse(self, src: bytes | bytearray) -> int:
-        """Process every complete frame in ``src``; return how many bytes were consumed."""
+        """Process every complete frame in ``src``.
+
+        Return how many bytes were consumed, or -1 once the connection is CLOSED (a close
+        frame, or a failure), after which ``src`` is dropped.
+        """
         pos = 0
         end = len(src)
         events = self._events
-        with memoryview(src) as view:
-            while self._state is not CLOSED:
-                avail = end - pos
-                if avail < 2:
+        while end - pos >= 2:
+            avail = end - pos
+            b0 = src[pos]
+            b1 = src[pos + 1]
+            opcode = b0 & 0x0F
+            if opcode not in _OPCODES:  # §5.2: reserved opcodes
+                return self._fail(1002, "invalid opcode")
+            if not b1 & 0x80:  # §5.1, §5.3: every client frame is masked
+                return self._fail(1002, "incorrect masking")
+            # §5.2: 7-bit length, or 126 + 16-bit length, or 127 + 64-bit length; the minimal
+            # encoding is not enforced (websockets does not either). The 4-byte mask is last.
+            length = b1 & 0x7F
+            if length < 126:
+                header = 6
+            elif length == 126:
+                header = 8
+                if avail < header:
                     break
-                b0 = src[pos]
-                b1 = src[pos + 1]
-                opcode = b0 & 0x0F
-                if opcode not in _OPCODES:  # §5.2: reserved opcodes
-                    self._fail(1002, "invalid opcode")
+                (length,) = _U16.unpack_from(src, pos + 2)
+            else:
+                header = 14
+                if avail < header:
                     break
-                if not b1 & 0x80:  # §5.1, §5.3: every client frame is masked
-                    self._fail(1002, "incorrect masking")
-                    break
-                # §5.2: 7-bit length, or 126 + 16-bit length, or 127 + 64-bit length; the
-                # minimal encoding is not enforced (neither does websockets). 4-byte mask last.
-                length = b1 & 0x7F
-                if length < 126:
-                    header = 6
-                elif length == 126:
-                    header = 8
-                    if avail < header:
-                        break
-                    (length,) = _U16.unpack_from(src, pos + 2)
-                else:
-                    header = 14
-                    if avail < header:
-                        break
-                    (length,) = _U64.unpack_from(src, pos + 2)
-                    if length >> 63:  # §5.2: "the most significant bit MUST be 0"
-                        self._fail(1002, "invalid frame length")
-                        break
-                # §10.4: refuse a message over the limit as soon as its length is known, before
-                # buffering its payload. Control frames are no part of the message (§5.4).
-                limit = self.max_message_size
-                if opcode < 8 and limit is not None and self._size + length > limit:
-                    self._fail(1009, f"message too big: over {limit} bytes")
-                    break
-                if b0 & 0x70:  # §5.2: RSV1-3 must be 0 since no extension was negotiated
-                    self._fail(1002, "reserved bits must be 0")
-                    break
-                if opcode >= 8:  # §5.5: control frames
-                    if length > _MAX_CONTROL:
-                        self._fail(1002, "control frame too long")
-                        break
-                    if not b0 & 0x80:
-                        self._fail(1002, "fragmented control frame")
-                        break
-                elif opcode == 0:  # §5.4: a continuation needs a message in progress...
-                    if not self._message_opcode:
-                        self._fail(1002, "unexpected continuation frame")
-                        break
-                elif self._message_opcode:  # ...and a new message needs none
-                    self._fail(1002, "expected a continuation frame")
-                    break
+                (length,) = _U64.unpack_from(src, pos + 2)
+                if length >> 63:  # §5.2: "the most significant bit MUST be 0"
+                    return self._fail(1002, "invalid frame length")
+            # §10.4: refuse a message over the limit as soon as its length is known, before
+            # buffering its payload. Control frames are no part of the message (§5.4).
+            limit = self.max_message_size
+            if opcode < 8 and limit is not None and self._size + length > limit:
+                return self._fail(1009, f"message too big: over {limit} bytes")
+            if b0 & 0x70:  # §5.2: RSV1-3 must be 0 since no extension was negotiated
+                return self._fail(1002, "reserved bits must be 0")
+            if opcode >= 8:  # §5.5: control frames
+                if length > _MAX_CONTROL:
+                    return self._fail(1002, "control frame too long")
+                if not b0 & 0x80:
+                    return self._fail(1002, "fragmented control frame")
+            elif opcode == 0:  # §5.4: a continuation needs a message in progress...
+                if not self._message_opcode:
+                    return self._fail(1002, "unexpected continuation frame")
+            elif self._message_opcode:  # ...and a new message needs none
+                return self._fail(1002, "expected a continuation frame")
 
-                if avail < header + length:
-                    break  # wait for the rest of the payload (bounded by the limit above)
-                start = pos + header
-                pos = start + length
-                payload = _apply_mask(view[start:pos], src[start - 4 : start])  # §5.3
+            if avail < header + length:
+                break  # wait for the rest of the payload (bounded by the limit above)
+            start = pos + header
+            pos = start + length
+            # §5.3: unmask. Small payloads are sliced (cheaper than a view); large ones are
+            # read through a view, released at once so the buffer can be compacted later.
+            if length <= _SLICE_MAX:
+                payload = _apply_mask(src[start:pos], src[start - 4 : start])
+            else:
+                with memoryview(src) as view:
+                    payload = _apply_mask(view[start:pos], src[start - 4 : start])
 
-                if opcode == 1 or opcode == 2:
-                    if b0 & 0x80:  # a whole message in one frame: the common case
-                        if opcode == 1 and not payload.isascii():
-                            try:  # §8.1: text must be valid UTF-8
-                                payload.decode()
-                            except UnicodeDecodeError as exc:
-                                self._fail_utf8(exc)
-                                break
-                        events.append(Message(payload, opcode == 1))
-                    else:  # §5.4: first fragment
-                        self._message_opcode = opcode
-                        self._size = length
-                        self._fragments = [payload]
-                        if opcode == 1:
-                            self._decoder = _Utf8Decoder()
-                            if not self._check_fragment(payload, False):
-                                break
-                elif opcode == 0:  # §5.4: continuation
-                    fin = b0 & 0x80 != 0
-                    self._size += length
-                    self._fragments.append(payload)
-                    if self._decoder is not None and not self._check_fragment(payload, fin):
-                        break
-                    if fin:
-                        events.append(Message(b"".join(self._fragments), self._message_opcode == 1))
-                        self._end_message()
-                elif opcode == 9:  # §5.5.2: answer with a pong carrying the same data
-                    if self.debug:
-                        logger.debug("< PING %r", payload)
-                    self._writes.append(encode_frame(Opcode.PONG, payload))
-                    events.append(Ping(payload))
-                elif opcode == 10:  # §5.5.3
-                    if self.debug:
-                        logger.debug("< PONG %r", payload)
-                    events.append(Pong(payload))
-                else:
-                    self._receive_close(payload)
+            if opcode == 1 or opcode == 2:
+                if b0 & 0x80:  # a whole message in one frame: the common case
+                    if opcode == 1 and not payload.isascii():
+                        try:  # §8.1: text must be valid UTF-8
+                            payload.decode()
+                        except UnicodeDecodeError as exc:
+                            return self._fail_utf8(exc)
+                    events.append(_message(payload, opcode == 1))
+                else:  # §5.4: first fragment
+                    self._message_opcode = opcode
+                    self._size = length
+                    self._fragments = [payload]
+                    if opcode == 1:
+                        self._decoder = _Utf8Decoder()
+                        if not self._check_fragment(payload, False):
+                            return -1
+            elif opcode == 0:  # §5.4: continuation
+                fin = b0 & 0x80 != 0
+                self._size += length
+                self._fragments.append(payload)
+                if self._decoder is not None and not self._check_fragment(payload, fin):
+                    return -1
+                if fin:
+                    events.append(_message(b"".join(self._fragments), self._message_opcode == 1))
+                    self._end_message()
+            elif opcode == 9:  # §5.5.2: answer with a pong carrying the same data
+                if self.debug:
+                    logger.debug("< PING %r", payload)
+                self._writes.append(encode_frame(Opcode.PONG, payload))
+                events.append(Ping(payload))
+            elif opcode == 10:  # §5.5.3
+                if self.debug:
+                    logger.debug("< PONG %r", payload)
+                events.append(Pong(payload))
+            else:
+                return self._receive_close(payload)
         return pos
 
     def _check_fragment(self, payload: bytes, final: bool) -> bool:
@@ -521,26 +536,22 @@ class WebSocketProtocol:
             return False
         return True
 
-    def _receive_close(self, payload: bytes) -> None:
-        """Handle a close frame (§5.5.1): check it, report it, echo it, close."""
+    def _receive_close(self, payload: bytes) -> int:
+        """Handle a close frame (§5.5.1): check it, report it, echo it, close. Returns -1."""
         code: int | None = None
         reason = ""
         if len(payload) == 1:  # §5.5.1: a body starts with a 2-byte code
-            self._fail(1002, "close frame too short")
-            return
+            return self._fail(1002, "close frame too short")
         if payload:
             (code,) = _U16.unpack_from(payload)
             try:  # §5.5.1: the reason is UTF-8 (checked before the code, as websockets does)
                 reason = payload[2:].decode()
             except UnicodeDecodeError as exc:
-                self._fail_utf8(exc)
-                return
+                return self._fail_utf8(exc)
             if not (code in _EXTERNAL_CLOSE_CODES or 3000 <= code < 5000):  # §7.4
-                self._fail(1002, "invalid close code")
-                return
+                return self._fail(1002, "invalid close code")
         if self._message_opcode:  # as websockets: a close may not cut a message short
-            self._fail(1002, "incomplete fragmented message")
-            return
+            return self._fail(1002, "incomplete fragmented message")
         if self.debug:
             logger.debug("< CLOSE %s %r", code, reason)
         self._events.append(CloseReceived(code, reason))
@@ -550,24 +561,29 @@ class WebSocketProtocol:
             self._writes.append(encode_frame(Opcode.CLOSE, payload))
         # §7.1.2: both close frames are sent and received; §1.4: later data is discarded.
         self._close()
+        return -1
 
     # Closing.
 
-    def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
-        self._fail(1007, f"invalid UTF-8: {exc.reason} at position {exc.start}", exc)
+    def _fail_utf8(self, exc: UnicodeDecodeError) -> int:
+        return self._fail(1007, f"invalid UTF-8: {exc.reason} at position {exc.start}", exc)
 
-    def _fail(self, code: int, reason: str, cause: Exception | None = None) -> None:
-        """Fail the WebSocket connection (RFC 6455 §7.1.7): queue a close, ignore the rest."""
+    def _fail(self, code: int, reason: str, cause: Exception | None = None) -> int:
+        """Fail the WebSocket connection (RFC 6455 §7.1.7): queue a close, ignore the rest.
+
+        Returns -1, what _parse() returns once the connection is CLOSED.
+        """
         if self.debug:
             logger.debug("! failing the connection: %d %s", code, reason)
         if self._state is OPEN:  # a CLOSING connection already sent its close frame
             self._writes.append(encode_frame(Opcode.CLOSE, encode_close_payload(code, reason)))
         self._events.append(Failure(code, reason, cause))
         self._close()
+        return -1
 
     def _close(self) -> None:
         """Go CLOSED and drop every buffer: no input is processed from now on."""
-        self._buffer = bytearray()  # rebind, never clear: _parse may hold a view of the old one
+        self._buffer = bytearray()  # a new one: receive_data() may still hold the old one
         self._end_message()
         self._set_state(CLOSED)
 
@@ -581,7 +597,3 @@ class WebSocketProtocol:
         if self.debug:
             logger.debug("= connection is %s", state.name)
         self._state = state
-
-    @property
-    def _name(self) -> str:
-        return self._state.name.lower()
