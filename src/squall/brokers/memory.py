@@ -101,18 +101,8 @@ class MemoryBroker:
         tags: dict[str, str] | None = None,
         history: HistoryOptions | None = None,
     ) -> StreamPosition:
-        return self.publish_now(channel, data, info=info, tags=tags, history=history)
-
-    def publish_now(
-        self,
-        channel: Channel,
-        data: RawJSON,
-        *,
-        info: ClientInfo | None = None,
-        tags: dict[str, str] | None = None,
-        history: HistoryOptions | None = None,
-    ) -> StreamPosition:
-        """Synchronous publish (the memory broker never waits): append, then deliver."""
+        """Append, then deliver, without awaiting anything: publications are numbered and
+        delivered in call order."""
         handler = self._require_handler()
         if history is None or history.size <= 0:
             handler.handle_publication(

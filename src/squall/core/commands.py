@@ -359,7 +359,15 @@ async def _publish(session: Session, command: proto.Command) -> bytes:
     return proto.encode_reply(command.id, proto.PublishResult())
 
 
-def _check_read(session: Session, opts: ChannelOptions, channel: Channel, what: str) -> None:
+def _readable(session: Session, name: str, what: str) -> Channel:
+    """Resolve a channel for a presence or history read: 108 when the channel does not keep
+    ``what``, 103 when the options do not let this client read it."""
+    node = session.node
+    opts = node.channels.options(name)
+    channel = Channel(name)
+    kept = opts.presence if what == "presence" else node.channels.history(channel) is not None
+    if not kept:
+        raise ReplyError.not_available()
     if not _allowed(
         session,
         for_client=getattr(opts, f"allow_{what}_for_client"),
@@ -368,17 +376,13 @@ def _check_read(session: Session, opts: ChannelOptions, channel: Channel, what: 
         for_anonymous=getattr(opts, f"allow_{what}_for_anonymous"),
     ):
         raise ReplyError.permission_denied()
+    return channel
 
 
 async def _presence(session: Session, command: proto.Command) -> bytes:
     req = command.presence
     assert req is not None
-    opts = session.node.channels.options(req.channel)
-    channel = Channel(req.channel)
-    if not opts.presence:
-        raise ReplyError.not_available()
-    _check_read(session, opts, channel, "presence")
-    clients = await session.node.presence(channel)
+    clients = await session.node.presence(_readable(session, req.channel, "presence"))
     return proto.encode_reply(
         command.id,
         proto.PresenceResult(
@@ -390,11 +394,7 @@ async def _presence(session: Session, command: proto.Command) -> bytes:
 async def _presence_stats(session: Session, command: proto.Command) -> bytes:
     req = command.presence_stats
     assert req is not None
-    opts = session.node.channels.options(req.channel)
-    channel = Channel(req.channel)
-    if not opts.presence:
-        raise ReplyError.not_available()
-    _check_read(session, opts, channel, "presence")
+    channel = _readable(session, req.channel, "presence")
     num_clients, num_users = await session.node.presence_stats(channel)
     return proto.encode_reply(
         command.id, proto.PresenceStatsResult(num_clients=num_clients, num_users=num_users)
@@ -404,11 +404,7 @@ async def _presence_stats(session: Session, command: proto.Command) -> bytes:
 async def _history(session: Session, command: proto.Command) -> bytes:
     req = command.history
     assert req is not None
-    opts = session.node.channels.options(req.channel)
-    channel = Channel(req.channel)
-    if session.node.channels.history(channel) is None:
-        raise ReplyError.not_available()
-    _check_read(session, opts, channel, "history")
+    channel = _readable(session, req.channel, "history")
     since = (
         StreamPosition(req.since.offset, Epoch(req.since.epoch)) if req.since is not None else None
     )
