@@ -83,7 +83,11 @@ def test_defaults_follow_centrifugo_and_squall_choices() -> None:
     assert s.channel.history_meta_ttl == 720 * 3600.0
     opts = s.channel.without_namespace
     assert (opts.history_size, opts.history_ttl) == (0, 0.0)
-    assert not any(v for k, v in opts.model_dump().items() if k not in ("history_size",))
+    assert opts.force_recovery_mode == "stream"
+    # Every permission and feature is off by default (Centrifugo's choice).
+    assert not any(
+        v for k, v in opts.model_dump().items() if k not in ("history_size", "force_recovery_mode")
+    )
     assert s.websocket.message_size_limit == 65536
     assert s.websocket.write_timeout == 1.0
     assert s.shutdown.timeout == 30.0

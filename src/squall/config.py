@@ -52,6 +52,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
@@ -383,6 +384,14 @@ class ClientSettings(_Section):
             "(code 3005)."
         ),
     )
+    recovery_max_publication_limit: int = Field(
+        default=300,
+        ge=1,
+        description=(
+            "Maximum number of publications one subscribe may recover; a client that missed "
+            "more gets `recovered: false`."
+        ),
+    )
     history_max_publication_limit: int = Field(
         default=300,
         ge=1,
@@ -434,6 +443,57 @@ class ChannelOptions(_Section):
             "history. Requires history_size."
         ),
     )
+    force_positioning: bool = Field(
+        default=False,
+        description=(
+            "Make every subscription positioned: the subscribe reply carries the stream's epoch "
+            "and offset, and a subscriber whose stream may have a gap is disconnected with "
+            "3010 (insufficient state) so it recovers. Needs history."
+        ),
+    )
+    allow_positioning: bool = Field(
+        default=False,
+        description=(
+            "Let clients ask for a positioned subscription themselves (they also need "
+            "permission to read history). Needs history."
+        ),
+    )
+    force_recovery: bool = Field(
+        default=False,
+        description=(
+            "Make every subscription recoverable (and positioned): a client that resubscribes "
+            "with its last epoch and offset gets the publications it missed, or "
+            "`recovered: false` when they are no longer all held. Needs history."
+        ),
+    )
+    allow_recovery: bool = Field(
+        default=False,
+        description=(
+            "Let clients ask for a recoverable subscription themselves (they also need "
+            "permission to read history). Needs history."
+        ),
+    )
+    force_recovery_mode: Literal["stream", "cache"] = Field(
+        default="stream",
+        description=(
+            'Recovery mode: "stream" replays every missed publication; "cache" delivers only '
+            "the latest one (for channels whose publications are whole snapshots)."
+        ),
+    )
+    allow_user_limited_channels: bool = Field(
+        default=False,
+        description=(
+            "Let a client subscribe to user-limited channels, named `<name>#<user>,<user>...`, "
+            "when its user ID is in the list after `#`."
+        ),
+    )
+    channel_regex: str = Field(
+        default="",
+        description=(
+            "A regular expression the channel name (after the namespace prefix) must match "
+            "for client-side subscriptions; empty: any name."
+        ),
+    )
     allow_subscribe_for_client: bool = Field(
         default=False,
         description=(
@@ -476,6 +536,30 @@ class ChannelOptions(_Section):
     allow_presence_for_anonymous: bool = Field(
         default=False, description="Let anonymous clients read presence (with a permission above)."
     )
+
+    @field_validator("channel_regex")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise PydanticCustomError(
+                "channel_regex", "invalid regular expression: {error}", {"error": str(exc)}
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _positioning_needs_history(self) -> ChannelOptions:
+        if self.history_size:
+            return self
+        for name in ("force_positioning", "allow_positioning", "force_recovery", "allow_recovery"):
+            if getattr(self, name):
+                raise PydanticCustomError(
+                    "history_required",
+                    "{name} needs history: set history_size and history_ttl",
+                    {"name": name},
+                )
+        return self
 
     @field_validator("history_ttl")
     @classmethod

@@ -7,6 +7,7 @@ channel unknown (error 102), as in Centrifugo.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from squall.core.broker import HistoryOptions
@@ -29,6 +30,7 @@ class ChannelRules:
         self._max_length: int = channel.max_length
         self._boundary: str = channel.namespace_boundary
         self._cache: dict[str, ChannelOptions] = {}
+        self._regex: dict[str, re.Pattern[str]] = {}
         self._history_meta_ttl: float = channel.history_meta_ttl
 
     def options(self, channel: str) -> ChannelOptions:
@@ -50,6 +52,17 @@ class ChannelRules:
         if len(self._cache) < 100_000:
             self._cache[channel] = opts
         return opts
+
+    def valid_for_client(self, channel: str, opts: ChannelOptions) -> bool:
+        """A client-side subscription's name check: the namespace's ``channel_regex`` on the
+        part after the namespace prefix, else ASCII only (Centrifugo's validChannelName)."""
+        if opts.channel_regex:
+            pattern = self._regex.get(opts.channel_regex)
+            if pattern is None:
+                pattern = self._regex[opts.channel_regex] = re.compile(opts.channel_regex)
+            _, sep, rest = channel.partition(self._boundary)
+            return pattern.search(rest if sep else channel) is not None
+        return channel.isascii()
 
     def history(self, channel: Channel) -> HistoryOptions | None:
         """History settings for publishing to ``channel`` (None: no history)."""

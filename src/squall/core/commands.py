@@ -23,7 +23,8 @@ from squall.core.node import VERSION, client_info_msg, publication_msg
 from squall.core.session import Subscription
 from squall.errors import Disconnect, ReplyError
 from squall.protocol import client as proto
-from squall.types import Channel, Epoch, RawJSON, StreamPosition, UserId
+from squall.protocol import recovery
+from squall.types import Channel, Epoch, Publication, RawJSON, StreamPosition, UserId
 
 if TYPE_CHECKING:
     from squall.config import ChannelOptions
@@ -267,20 +268,30 @@ def _allowed(
     return bool(session.user) or for_anonymous
 
 
+def _user_limited_allowed(session: Session, channel: str, allowed_option: bool) -> bool:
+    """A user-limited channel (``name#42,43``) admits the users listed after ``#``."""
+    if not allowed_option or "#" not in channel or not session.user:
+        return False
+    return session.user in channel.rsplit("#", 1)[1].split(",")
+
+
 async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     req = command.subscribe
     assert req is not None
     node = session.node
     opts = node.channels.options(req.channel)
+    if not node.channels.valid_for_client(req.channel, opts):
+        raise ReplyError.bad_request()
     channel = Channel(req.channel)
-    if channel in session.subscriptions:
+    if channel in session.subscriptions or channel in session.buffering:
         raise ReplyError.already_subscribed()
     limit = node.settings.client.channel_limit
-    if limit > 0 and len(session.subscriptions) >= limit:
+    if limit > 0 and len(session.subscriptions) + len(session.buffering) >= limit:
         raise ReplyError.limit_exceeded()
-    allowed = opts.allow_subscribe_for_client and (
-        bool(session.user) or opts.allow_subscribe_for_anonymous
-    )
+    allowed = (
+        opts.allow_subscribe_for_client
+        and (bool(session.user) or opts.allow_subscribe_for_anonymous)
+    ) or _user_limited_allowed(session, req.channel, opts.allow_user_limited_channels)
     data = _NO_RAW
     handler = node.handlers.on_subscribe
     if handler is not None:
@@ -298,37 +309,98 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         data = _encode_user_value(reply.data)
     if not allowed:
         raise ReplyError.permission_denied()
+
+    # Centrifugo's rules (internal/client/handler.go OnSubscribe): a client may ask for
+    # positioning or recovery when the namespace allows it or it may read the history; the
+    # namespace may force them; join/leave pushes need presence access.
+    may_read_history = _may_read(session, opts, "history", subscribed=True)
+    has_history = node.channels.history(channel) is not None
+    recoverable = has_history and (
+        opts.force_recovery or (req.recoverable and (opts.allow_recovery or may_read_history))
+    )
+    positioned = recoverable or (
+        has_history
+        and (
+            opts.force_positioning
+            or (req.positioned and (opts.allow_positioning or may_read_history))
+        )
+    )
+    push_join_leave = opts.join_leave and (
+        opts.force_push_join_leave
+        or (req.join_leave and _may_read(session, opts, "presence", subscribed=True))
+    )
+
     client_info = session.client_info()
     if not await subscriptions.prepare(session, channel, presence=opts.presence, info=client_info):
         if session.closed:
             return None
         raise ReplyError.already_subscribed()  # a concurrent server-side subscribe won
-    history = node.channels.history(channel)
-    position: StreamPosition | None = None
-    if history is not None and (req.recoverable or req.positioned or req.recover):
-        _, position = await node.history(channel, limit=0)
-    if session.closed:
-        return None
     result = proto.SubscribeResult(data=data)
-    if position is not None:
-        result.recoverable = req.recoverable or req.recover
-        result.positioned = req.positioned
-        result.epoch = position.epoch
-        result.offset = position.offset
-        # Recovery of missed publications comes with the channels work (issue 5); until then
-        # a recovering client is told honestly that nothing was recovered.
-        result.was_recovering = req.recover
+    if positioned:
+        subscriptions.start_buffering(session, channel)
+        try:
+            pubs, top, recovered = await _read_stream(session, channel, req, opts, recoverable)
+        except BaseException:
+            subscriptions.stop_buffering(session, channel)
+            raise
+        if session.closed:
+            await subscriptions.abandon(session, channel, presence=opts.presence)
+            return None
+        # From here to the reply nothing awaits: the buffered publications and the live ones
+        # that follow join without a gap or a duplicate.
+        buffered = subscriptions.stop_buffering(session, channel)
+        pubs, offset, whole = recovery.merge(pubs, buffered, top.offset)
+        if not whole:
+            raise Disconnect.insufficient_state()
+        result.positioned = True
+        result.recoverable = recoverable
+        result.epoch = top.epoch
+        result.offset = offset
+        if req.recover and recoverable:
+            result.was_recovering = True
+            result.recovered = recovered
+        result.publications = [publication_msg(p) for p in pubs] or None
     subscriptions.commit(
         session,
         channel,
         presence=opts.presence,
         join_leave=opts.join_leave,
-        push_join_leave=opts.join_leave and (req.join_leave or opts.force_push_join_leave),
+        push_join_leave=push_join_leave,
         server_side=False,
         message=proto.encode_reply(command.id, result),
     )
     await subscriptions.announce_join(session, channel, client_info)
     return None
+
+
+async def _read_stream(
+    session: Session,
+    channel: Channel,
+    req: proto.SubscribeRequest,
+    opts: ChannelOptions,
+    recoverable: bool,
+) -> tuple[list[Publication], StreamPosition, bool]:
+    """The stream's top and, when the client recovers, what it missed and whether that is
+    complete (see protocol/recovery.py). Unrecovered clients get no publications."""
+    node = session.node
+    if not (req.recover and recoverable):
+        _, top = await node.history(channel, limit=0)
+        return [], top, False
+    since = StreamPosition(req.offset, Epoch(req.epoch))
+    if opts.force_recovery_mode == "cache":
+        latest, top = await node.history(channel, limit=1, reverse=True)
+        pubs, recovered = recovery.cache_recovered(latest[0] if latest else None, top, since)
+        return pubs, top, recovered
+    limit = node.settings.client.recovery_max_publication_limit
+    try:
+        missed, top = await node.history(channel, limit=limit + 1, since=since)
+    except ReplyError as exc:
+        if exc.code != ReplyError.unrecoverable_position().code:
+            raise
+        _, top = await node.history(channel, limit=0)  # another epoch: nothing to recover
+        return [], top, False
+    pubs, recovered = recovery.stream_recovered(missed, top, since, limit)
+    return pubs, top, recovered
 
 
 async def _unsubscribe(session: Session, command: proto.Command) -> bytes | None:
@@ -368,15 +440,20 @@ def _readable(session: Session, name: str, what: str) -> Channel:
     kept = opts.presence if what == "presence" else node.channels.history(channel) is not None
     if not kept:
         raise ReplyError.not_available()
-    if not _allowed(
+    if not _may_read(session, opts, what, subscribed=channel in session.subscriptions):
+        raise ReplyError.permission_denied()
+    return channel
+
+
+def _may_read(session: Session, opts: ChannelOptions, what: str, *, subscribed: bool) -> bool:
+    """Whether the options let this client read ``what`` ("presence" or "history")."""
+    return _allowed(
         session,
         for_client=getattr(opts, f"allow_{what}_for_client"),
         for_subscriber=getattr(opts, f"allow_{what}_for_subscriber"),
-        subscribed=channel in session.subscriptions,
+        subscribed=subscribed,
         for_anonymous=getattr(opts, f"allow_{what}_for_anonymous"),
-    ):
-        raise ReplyError.permission_denied()
-    return channel
+    )
 
 
 async def _presence(session: Session, command: proto.Command) -> bytes:

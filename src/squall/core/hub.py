@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from squall.core.transport import Framing
 from squall.core.writer import Writer
-from squall.types import Channel, ClientId, UserId
+from squall.types import Channel, ClientId, Publication, UserId
 
 if TYPE_CHECKING:
     from squall.core.session import Session
@@ -28,14 +28,19 @@ __all__ = ["Hub"]
 
 class _Subscribers:
     """The sessions subscribed to one channel, by framing: ``{framing: {writer: session}}``;
-    ``join_leave`` holds those that asked for join/leave pushes."""
+    ``join_leave`` holds those that asked for join/leave pushes; ``buffering`` the sessions
+    in the middle of a positioned subscribe, with the publications that arrived meanwhile."""
 
-    __slots__ = ("by_framing", "count", "join_leave")
+    __slots__ = ("buffering", "by_framing", "count", "join_leave")
 
     def __init__(self) -> None:
         self.by_framing: dict[Framing, dict[Writer, Session]] = {}
         self.join_leave: set[Session] = set()
+        self.buffering: dict[Session, list[Publication]] = {}
         self.count = 0
+
+    def empty(self) -> bool:
+        return self.count == 0 and not self.buffering
 
 
 class Hub:
@@ -110,10 +115,32 @@ class Hub:
             if not group:
                 del subs.by_framing[session.transport.framing]
         subs.join_leave.discard(session)
-        if subs.count == 0:
+        if subs.empty():
             del self._channels[channel]
             return True
         return False
+
+    def start_buffering(self, channel: Channel, session: Session) -> None:
+        """Until :meth:`stop_buffering`, keep the channel's publications for ``session``
+        (a positioned subscribe reads the stream meanwhile; see core/subscriptions.py)."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            subs = self._channels[channel] = _Subscribers()
+        subs.buffering[session] = []
+
+    def stop_buffering(self, channel: Channel, session: Session) -> list[Publication]:
+        """Stop buffering for ``session`` and return what was buffered."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            return []
+        buffered = subs.buffering.pop(session, [])
+        if subs.empty():
+            del self._channels[channel]
+        return buffered
+
+    def has_listeners(self, channel: Channel) -> bool:
+        """Whether anything on this node wants the channel's publications."""
+        return channel in self._channels
 
     def num_subscribers(self, channel: Channel) -> int:
         subs = self._channels.get(channel)
@@ -124,14 +151,18 @@ class Hub:
 
     # Fan-out -----------------------------------------------------------------------------
 
-    def broadcast(self, channel: Channel, payload: bytes) -> int:
-        """Write ``payload`` (one encoded push) to every subscriber of ``channel``.
+    def broadcast(self, channel: Channel, payload: bytes, pub: Publication | None = None) -> int:
+        """Write ``payload`` (one encoded push) to every subscriber of ``channel``, and keep
+        ``pub`` for the sessions buffering it.
 
         Returns how many subscribers it was offered to. Framing happens once per variant.
         """
         subs = self._channels.get(channel)
         if subs is None:
             return 0
+        if subs.buffering and pub is not None:
+            for buffered in subs.buffering.values():
+                buffered.append(pub)
         slow: list[Session] | None = None
         for framing, group in subs.by_framing.items():
             data = framing.frame(payload)

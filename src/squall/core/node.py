@@ -143,6 +143,10 @@ class Node:
         in the background."""
         was_connected = self.hub.session(session.client_id) is session
         self.hub.remove_session(session)
+        for channel in session.buffering:
+            self.hub.stop_buffering(channel, session)
+            self.release_broker_channel(channel)
+        session.buffering.clear()
         subs = list(session.subscriptions.values())
         session.subscriptions.clear()
         for sub in subs:
@@ -216,10 +220,10 @@ class Node:
     # BrokerEventHandler ------------------------------------------------------------------
 
     def handle_publication(self, channel: Channel, pub: Publication) -> None:
-        if self.hub.num_subscribers(channel) == 0:
+        if not self.hub.has_listeners(channel):
             return
         payload = proto.encode_publication_push(channel, publication_msg(pub))
-        sent = self.hub.broadcast(channel, payload)
+        sent = self.hub.broadcast(channel, payload, pub)
         self.metrics.messages_sent(sent)
 
     def handle_join(self, channel: Channel, info: ClientInfo) -> None:

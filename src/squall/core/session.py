@@ -66,6 +66,7 @@ class Session:
         "_inbox",
         "_scheduled_slot",
         "_task",
+        "buffering",
         "client_id",
         "closed",
         "conn",
@@ -100,6 +101,7 @@ class Session:
         self.conn_info: RawJSON | None = None
         self.expire_at = 0  # Unix seconds; 0: never expires
         self.subscriptions: dict[Channel, Subscription] = {}
+        self.buffering: set[Channel] = set()  # positioned subscribes in progress
         self.closed = False
         client = node.settings.client
         self.conn = ClientConnection(

@@ -19,12 +19,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from squall.core.session import Subscription
-from squall.types import Channel, ClientInfo
+from squall.types import Channel, ClientInfo, Publication
 
 if TYPE_CHECKING:
     from squall.core.session import Session
 
-__all__ = ["announce_join", "commit", "leave", "prepare"]
+__all__ = [
+    "abandon",
+    "announce_join",
+    "commit",
+    "leave",
+    "prepare",
+    "start_buffering",
+    "stop_buffering",
+]
 
 
 async def prepare(session: Session, channel: Channel, *, presence: bool, info: ClientInfo) -> bool:
@@ -35,12 +43,32 @@ async def prepare(session: Session, channel: Channel, *, presence: bool, info: C
     if presence:
         await node.presence_manager.add(channel, session.client_id, info)
     if session.closed or channel in session.subscriptions:
-        if presence and session.closed:
-            # session_closed() ran while we awaited and could not see this entry.
-            await node.presence_manager.remove(channel, session.client_id)
-        node.release_broker_channel(channel)
+        # session_closed() ran while we awaited and could not see the presence entry.
+        await abandon(session, channel, presence=presence and session.closed)
         return False
     return True
+
+
+def start_buffering(session: Session, channel: Channel) -> None:
+    """Keep the channel's publications for ``session`` while a positioned subscribe reads the
+    stream (they are merged into its reply; see protocol/recovery.py)."""
+    session.node.hub.start_buffering(channel, session)
+    session.buffering.add(channel)
+
+
+def stop_buffering(session: Session, channel: Channel) -> list[Publication]:
+    """Stop buffering and return what arrived meanwhile (call :func:`commit` right after,
+    without awaiting, so nothing falls between the two)."""
+    session.buffering.discard(channel)
+    return session.node.hub.stop_buffering(channel, session)
+
+
+async def abandon(session: Session, channel: Channel, *, presence: bool) -> None:
+    """Undo :func:`prepare` for a session that closed before :func:`commit`."""
+    node = session.node
+    if presence:
+        await node.presence_manager.remove(channel, session.client_id)
+    node.release_broker_channel(channel)
 
 
 def commit(
