@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from squall.brokers.memory import MemoryBroker, MemoryPresenceManager
 from squall.core.broker import HistoryResult
 from squall.core.node import Node
+from squall.errors import Disconnect
 from squall.types import Channel, Epoch, RawJSON, StreamPosition
 from tests.core.conftest import Client, make_settings
 
@@ -309,3 +310,63 @@ def test_recovery_model(schedule: list[tuple[Any, ...]]) -> None:
 
 def test_epoch_type_is_a_string() -> None:
     assert isinstance(Epoch("x"), str)
+
+
+async def test_sweep_frees_idle_streams_and_keeps_live_ones() -> None:
+    clock = Clock()
+    broker = MemoryBroker(clock=clock)
+    node = Node(
+        make_settings(
+            **{
+                "channel.namespaces": [
+                    {"name": "rec", "history_size": 5, "history_ttl": "60s"},
+                ],
+                "channel.history_meta_ttl": "120s",
+            }
+        ),
+        broker,
+        MemoryPresenceManager(),
+    )
+    for i in range(100):
+        await node.publish(Channel(f"rec:once-{i}"), RawJSON(b"1"))
+    clock.now += 61
+    await node.publish(Channel("rec:live"), RawJSON(b"1"))
+    assert broker.sweep() == 0  # publications expired, stream positions kept
+    assert broker.channels_with_history() == 101
+    clock.now += 60
+    assert broker.sweep() == 100  # meta TTL passed for the idle channels only
+    assert broker.channels_with_history() == 1
+
+
+class _Deaf:
+    """Stands in for the node while a publication is lost on its way (PUB/SUB is at most
+    once): the broker numbers and stores it, but this node never sees it."""
+
+    def handle_publication(self, channel: Channel, pub: Any) -> None:
+        return None
+
+    def handle_join(self, channel: Channel, info: Any) -> None:
+        return None
+
+    def handle_leave(self, channel: Channel, info: Any) -> None:
+        return None
+
+    def handle_control(self, data: bytes) -> None:
+        return None
+
+
+async def test_a_lost_publication_disconnects_positioned_subscribers_only() -> None:
+    node = recovering_node(force_recovery=False, allow_positioning=True)
+    positioned, plain = Client(node), Client(node)
+    for c in (positioned, plain):
+        await c.connect()
+    assert (await subscribe(positioned, positioned=True))["positioned"] is True
+    assert "positioned" not in await subscribe(plain)
+    await publish(node, 1)
+    node.broker.register(_Deaf())
+    await publish(node, 2)  # lost between the broker and this node
+    node.broker.register(node)
+    await publish(node, 3)
+    assert positioned.transport.closed_with == Disconnect.insufficient_state()
+    assert plain.transport.closed_with is None
+    assert pub_offsets(plain) == [1, 3]

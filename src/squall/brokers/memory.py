@@ -12,6 +12,7 @@ Time is injectable (``clock``) so expiry is tested without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import deque
@@ -54,20 +55,45 @@ class _Stream:
 class MemoryBroker:
     """The in-process :class:`~squall.core.broker.Broker`."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, sweep_interval: float = 60.0
+    ) -> None:
         self._handler: BrokerEventHandler | None = None
         self._clock = clock
         self._wall = time.time
         self._streams: dict[Channel, _Stream] = {}
+        self._sweep_interval = sweep_interval
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def register(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
 
     async def start(self) -> None:
-        return None
+        """Start the periodic sweep that frees expired streams of idle channels."""
+        self._schedule_sweep()
 
     async def close(self) -> None:
-        return None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(self._sweep_interval, self._sweep_and_reschedule)
+
+    def _sweep_and_reschedule(self) -> None:
+        self.sweep()
+        self._schedule_sweep()
+
+    def sweep(self) -> int:
+        """Drop expired publications and expired stream metadata of every channel, including
+        channels nobody touches any more (so memory stays bounded). Returns how many streams
+        were dropped."""
+        now = self._clock()
+        before = len(self._streams)
+        for channel in list(self._streams):
+            self._stream(channel, now, create=False)
+        return before - len(self._streams)
 
     async def subscribe(self, channel: Channel) -> None:
         return None  # everything published here is delivered to the one local node

@@ -368,6 +368,7 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         push_join_leave=push_join_leave,
         server_side=False,
         message=proto.encode_reply(command.id, result),
+        position=StreamPosition(result.offset, Epoch(result.epoch)) if positioned else None,
     )
     await subscriptions.announce_join(session, channel, client_info)
     return None

@@ -138,6 +138,13 @@ class Hub:
             del self._channels[channel]
         return buffered
 
+    def subscribers(self, channel: Channel) -> list[Session]:
+        """The sessions subscribed to ``channel`` (a copy: safe to disconnect them)."""
+        subs = self._channels.get(channel)
+        if subs is None:
+            return []
+        return [s for group in subs.by_framing.values() for s in group.values()]
+
     def has_listeners(self, channel: Channel) -> bool:
         """Whether anything on this node wants the channel's publications."""
         return channel in self._channels

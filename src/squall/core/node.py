@@ -81,6 +81,7 @@ class Node:
         self.started_at = time.time()
         self._timers: TimerWheel | None = None
         self._broker_channels: set[Channel] = set()
+        self._positions: dict[Channel, int] = {}  # last offset delivered, positioned channels
         self._background: set[asyncio.Task[Any]] = set()
         broker.register(self)
 
@@ -192,7 +193,9 @@ class Node:
 
     def release_broker_channel(self, channel: Channel) -> None:
         """Unsubscribe the node from ``channel`` at the broker if no local session holds it."""
-        if self.hub.num_subscribers(channel) == 0 and channel in self._broker_channels:
+        if not self.hub.has_listeners(channel):
+            self._positions.pop(channel, None)
+        if not self.hub.has_listeners(channel) and channel in self._broker_channels:
             self._broker_channels.discard(channel)
             self.spawn(self._broker_unsubscribe(channel))
 
@@ -219,12 +222,36 @@ class Node:
 
     # BrokerEventHandler ------------------------------------------------------------------
 
+    def track_position(self, channel: Channel, offset: int) -> None:
+        """A positioned subscriber joined at ``offset``: from now on check that the channel's
+        publications reach this node without a gap."""
+        self._positions.setdefault(channel, offset)
+
     def handle_publication(self, channel: Channel, pub: Publication) -> None:
         if not self.hub.has_listeners(channel):
             return
+        if pub.offset and channel in self._positions:
+            last = self._positions[channel]
+            self._positions[channel] = pub.offset
+            if pub.offset != last + 1:
+                # The broker skipped or restarted the stream: positioned subscribers can no
+                # longer trust their position. They reconnect and recover (3010).
+                logger.warning(
+                    "! channel %s: publication offset %d after %d: insufficient state",
+                    channel,
+                    pub.offset,
+                    last,
+                )
+                self._insufficient_state(channel)
         payload = proto.encode_publication_push(channel, publication_msg(pub))
         sent = self.hub.broadcast(channel, payload, pub)
         self.metrics.messages_sent(sent)
+
+    def _insufficient_state(self, channel: Channel) -> None:
+        for session in self.hub.subscribers(channel):
+            sub = session.subscriptions.get(channel)
+            if sub is not None and sub.positioned:
+                session.disconnect(Disconnect.insufficient_state())
 
     def handle_join(self, channel: Channel, info: ClientInfo) -> None:
         payload = proto.encode_join_push(channel, client_info_msg(info))

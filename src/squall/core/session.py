@@ -56,6 +56,7 @@ class Subscription:
     presence: bool
     join_leave: bool  # this channel publishes join/leave (namespace option)
     server_side: bool = False
+    positioned: bool = False  # the client tracks its stream position: gaps must reach it
 
 
 class Session:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from squall.core.session import Subscription
-from squall.types import Channel, ClientInfo, Publication
+from squall.types import Channel, ClientInfo, Publication, StreamPosition
 
 if TYPE_CHECKING:
     from squall.core.session import Session
@@ -80,16 +80,25 @@ def commit(
     push_join_leave: bool,
     server_side: bool,
     message: bytes,
+    position: StreamPosition | None = None,
 ) -> None:
     """Add to the hub, record the subscription and write ``message``; never awaits.
 
     ``join_leave``: the channel emits join/leave (namespace option); ``push_join_leave``:
-    this session receives them.
+    this session receives them. ``position``: the stream position a positioned subscriber
+    was given (the node then watches the channel's offsets for gaps).
     """
-    session.node.hub.subscribe(channel, session, join_leave=push_join_leave)
+    node = session.node
+    node.hub.subscribe(channel, session, join_leave=push_join_leave)
     session.subscriptions[channel] = Subscription(
-        channel, presence=presence, join_leave=join_leave, server_side=server_side
+        channel,
+        presence=presence,
+        join_leave=join_leave,
+        server_side=server_side,
+        positioned=position is not None,
     )
+    if position is not None:
+        node.track_position(channel, position.offset)
     session.send(message)
 
 
