@@ -370,3 +370,18 @@ async def test_a_lost_publication_disconnects_positioned_subscribers_only() -> N
     assert positioned.transport.closed_with == Disconnect.insufficient_state()
     assert plain.transport.closed_with is None
     assert pub_offsets(plain) == [1, 3]
+
+
+async def test_reject_unrecovered_flag_turns_recovered_false_into_error_112() -> None:
+    node = recovering_node()
+    await publish(node, 1)
+    c = Client(node)
+    await c.connect()
+    reply = await c.call(
+        "subscribe", {"channel": CHANNEL, "recover": True, "epoch": "gone", "offset": 0, "flag": 3}
+    )
+    assert reply["error"]["code"] == 112
+    assert CHANNEL not in c.session.subscriptions
+    assert node.hub.num_subscribers(CHANNEL) == 0
+    # Once it reloaded its state, the client subscribes normally.
+    assert (await subscribe(c))["offset"] == 1

@@ -268,6 +268,12 @@ def _allowed(
     return bool(session.user) or for_anonymous
 
 
+FLAG_REJECT_UNRECOVERED = 2
+"""SubscribeRequest.flag bit (centrifuge client.go ``subscriptionFlagRejectUnrecovered``): answer
+an unrecoverable resubscribe with error 112 instead of ``recovered: false``. Stock clients set
+it when the application gives them a state loader (``getState`` / ``get_state``)."""
+
+
 def _user_limited_allowed(session: Session, channel: str, allowed_option: bool) -> bool:
     """A user-limited channel (``name#42,43``) admits the users listed after ``#``."""
     if not allowed_option or "#" not in channel or not session.user:
@@ -346,6 +352,11 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         if session.closed:
             await subscriptions.abandon(session, channel, presence=opts.presence)
             return None
+        if req.recover and recoverable and not recovered and req.flag & FLAG_REJECT_UNRECOVERED:
+            # The client reloads its state itself (getState / get_state) on error 112.
+            subscriptions.stop_buffering(session, channel)
+            await subscriptions.abandon(session, channel, presence=opts.presence)
+            raise ReplyError.unrecoverable_position()
         # From here to the reply nothing awaits: the buffered publications and the live ones
         # that follow join without a gap or a duplicate.
         buffered = subscriptions.stop_buffering(session, channel)
