@@ -23,15 +23,18 @@ from squall.core.handlers import (
     SubscribeHandler,
 )
 from squall.core.node import Node
+from squall.core.sockjs import SockJSConnection
 from squall.errors import ConfigError, Disconnect
 from squall.server.http import HttpLimits, HttpServer, install_uvloop
 from squall.server.routes import Router
+from squall.server.sockjs import SockJSOptions, SockJSServer
 
 __all__ = ["App", "load_app", "run"]
 
 logger = logging.getLogger("squall")
 
 _H = TypeVar("_H", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type[SockJSConnection])
 
 
 class App:
@@ -55,6 +58,7 @@ class App:
         self.node: Node | None = None
         self.server: HttpServer | None = None
         self.router: Router | None = None
+        self._sockjs: list[tuple[str, type[SockJSConnection], SockJSOptions]] = []
 
     # Handlers ----------------------------------------------------------------------------
 
@@ -82,6 +86,20 @@ class App:
 
         return register
 
+    def sockjs(self, prefix: str, **options: Any) -> Callable[[_C], _C]:
+        """Decorator: serve a :class:`~squall.core.sockjs.SockJSConnection` subclass as a
+        SockJS endpoint at `prefix` (all transports); `options` are
+        :class:`~squall.server.sockjs.SockJSOptions` fields (heartbeat_delay,
+        disconnect_delay, response_limit, websocket, cookie_needed, sockjs_url,
+        allowed_origins, ...). Raises TypeError for an unknown option."""
+        opts = SockJSOptions(**options)
+
+        def register(cls: _C) -> _C:
+            self._sockjs.append((prefix, cls, opts))
+            return cls
+
+        return register
+
     # Running -----------------------------------------------------------------------------
 
     @property
@@ -99,6 +117,10 @@ class App:
         await self.node.start()
         http = settings.http_server
         self.router = Router(self.node)
+        for prefix, connection_class, options in self._sockjs:
+            self.router.sockjs.append(
+                SockJSServer(connection_class, prefix, options, metrics=self.node.metrics)
+            )
         self.server = HttpServer(
             self.router,
             limits=HttpLimits(
@@ -124,6 +146,8 @@ class App:
         try:
             async with asyncio.timeout(timeout):
                 await node.shutdown(Disconnect.shutdown())
+                for mount in self.router.sockjs:
+                    mount.close_all(3001, "Server shutdown")
                 await server.close_idle()
                 await transports.wait_empty()
                 await server.wait_closed()
@@ -135,6 +159,8 @@ class App:
             )
         server.abort_connections()
         transports.abort_all()
+        for mount in self.router.sockjs:
+            mount.abort_all()
         self.server = None
         self.router = None
         self.node = None

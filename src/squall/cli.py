@@ -375,3 +375,63 @@ def check(config: Path) -> None:
     if loaded.settings.development and is_loopback(loaded.settings.http_server.address):
         click.echo("Note: development mode is on", err=True)
     click.echo("config OK")
+
+
+@main.command("sockjs-test-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8081, show_default=True, type=int, help="Port to listen on.")
+@click.option("--sockjs-url", default=None, help="Script URL the iframe page loads.")
+@click.option(
+    "--client-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A sockjs-client bundle to serve at /sockjs.min.js (and use as --sockjs-url).",
+)
+@click.option(
+    "--static-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Serve this directory's files at /static/<name> (test pages).",
+)
+@click.option("--response-limit", default=4096, show_default=True, type=int)
+def sockjs_test_server(
+    host: str,
+    port: int,
+    sockjs_url: str | None,
+    client_file: Path | None,
+    static_dir: Path | None,
+    response_limit: int,
+) -> None:
+    """Run the SockJS conformance server (/echo, /close, /disabled_websocket_echo,
+    /cookie_needed_echo, /broadcast) for the sockjs-protocol suite and sockjs-client tests."""
+    import asyncio
+    import signal
+
+    from squall.server.http import new_event_loop
+    from squall.server.sockjs_testserver import TestServerApp, serve
+
+    app = TestServerApp(
+        sockjs_url=sockjs_url,
+        client_file=client_file,
+        static_dir=static_dir,
+        response_limit=response_limit,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.ensure_future(serve(host, port, app, started=started, stop=stop))
+        waiter = asyncio.ensure_future(started.wait())
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()  # raises the OSError of a failed bind
+        click.echo(f"SockJS test server on http://{host}:{port}", err=True)
+        await task
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(run())
+    except OSError as exc:
+        _fail(f"cannot listen: {exc}")

@@ -306,9 +306,9 @@ def test_direct_send_for_broadcasts() -> None:
     assert not session.can_send_direct()  # the open frame is still to be written
     session.data_to_send()
     assert session.can_send_direct()
-    session.sent_direct(98, 1.0)  # + the 1-byte open frame
+    session.sent_direct(98)  # + the 1-byte open frame
     assert session.can_send_direct()
-    session.sent_direct(10, 1.0)
+    session.sent_direct(10)
     assert session.receiver_done
     assert not session.can_send_direct()
 

@@ -415,10 +415,10 @@ class SockJSSession:
             and not self._frames
         )
 
-    def sent_direct(self, nbytes: int, now: float) -> None:
+    def sent_direct(self, nbytes: int) -> None:
         """Account for a frame of `nbytes` the caller wrote itself (see
         :meth:`can_send_direct`); may set :attr:`receiver_done`."""
-        self._count(nbytes, now)
+        self._count(nbytes)
 
     def close(self, code: int = CLOSE_GO_AWAY[0], reason: str = CLOSE_GO_AWAY[1]) -> None:
         """Close the session from the server: the current and every later receiver gets
@@ -496,8 +496,7 @@ class SockJSSession:
             if self._limit is not None and self._sent >= self._limit:
                 self.receiver_done = True
 
-    def _count(self, nbytes: int, now: float) -> None:
-        del now  # heartbeats run on a fixed interval from attach, as in sockjs-node
+    def _count(self, nbytes: int) -> None:
         self._sent += nbytes
         if self._limit is not None and self._sent >= self._limit:
             self.receiver_done = True

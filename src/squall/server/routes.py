@@ -7,6 +7,7 @@
 | ``GET /health`` | liveness: 200 ``{}`` |
 | ``GET /metrics`` | Prometheus text format (``prometheus.enabled``) |
 | ``GET /`` and ``GET /dev/token`` | demo page and its token endpoint (``development`` only) |
+| ``<prefix>/...`` | SockJS applications mounted with ``App.sockjs(prefix)`` |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from squall.server.api import handle_api
 from squall.server.http import HttpConnection
 from squall.server.http_types import Request, Response
 from squall.server.origin import OriginChecker
+from squall.server.sockjs import SockJSServer
 from squall.server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -79,6 +81,8 @@ class Router:
         self.api = ServerAPI(node)
         self.origins = OriginChecker(self.settings.client.allowed_origins)
         self._demo_page: bytes | None = None
+        self.sockjs: list[SockJSServer] = []
+        """Mounted SockJS applications, matched by path prefix in order."""
 
     async def __call__(self, request: Request, conn: HttpConnection) -> Response | None:
         path = request.path
@@ -101,6 +105,9 @@ class Router:
                 return Response(200, self.demo_page(), "text/html; charset=utf-8")
             if path == "/dev/token":
                 return self.dev_token(request)
+        for mount in self.sockjs:
+            if mount.matches(path):
+                return await mount.handle(request, conn)
         return Response(404, b"not found")
 
     # WebSocket ---------------------------------------------------------------------------
