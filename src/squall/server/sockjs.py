@@ -80,6 +80,7 @@ _HTML = "text/html; charset=UTF-8"
 _SESSION_PATH = re.compile(r"/([^/.]+)/([^/.]+)/([^/.]+)")
 _IFRAME_PATH = re.compile(r"/iframe[0-9a-z_.\-]*\.html")
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+_DEPARTURE_TURNS = 3
 _FRAME_KEY = "frame"  # FrameCache key of the unwrapped a[...] frame
 
 _IFRAME_PAGE = """<!DOCTYPE html>
@@ -850,6 +851,12 @@ class SockJSServer:
                 return _error(500, 'invalid "callback" parameter')
         headers = self._session_headers(request)
         session = self._get_or_create(request, session_id, transport)
+        if session.receiver is not None:
+            # Before refusing with 2010, give the loop a few turns to deliver the current
+            # receiver's departure if its client just went away (test
+            # HandlingClose.test_abort_xhr_polling: abort, then poll at once).
+            for _ in range(_DEPARTURE_TURNS):
+                await asyncio.sleep(0)
         if transport in ("xhr", "jsonp"):
             return await self._poll(session, conn, headers, transport, callback)
         self._stream(session, conn, headers, transport, callback)
