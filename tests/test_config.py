@@ -84,9 +84,12 @@ def test_defaults_follow_centrifugo_and_squall_choices() -> None:
     opts = s.channel.without_namespace
     assert (opts.history_size, opts.history_ttl) == (0, 0.0)
     assert opts.force_recovery_mode == "stream"
+    assert opts.pattern_separator == "."
     # Every permission and feature is off by default (Centrifugo's choice).
     assert not any(
-        v for k, v in opts.model_dump().items() if k not in ("history_size", "force_recovery_mode")
+        v
+        for k, v in opts.model_dump().items()
+        if k not in ("history_size", "force_recovery_mode", "pattern_separator")
     )
     assert s.websocket.message_size_limit == 65536
     assert s.websocket.write_timeout == 1.0

@@ -494,6 +494,25 @@ class ChannelOptions(_Section):
             "for client-side subscriptions; empty: any name."
         ),
     )
+    allow_patterns: bool = Field(
+        default=False,
+        description=(
+            "Squall only. Hierarchical channels with pattern subscriptions: names after the "
+            "namespace prefix are segments joined by pattern_separator, and a client may "
+            "subscribe to `ns:a.*.c` (`*` is one segment) or `ns:a.>` (`>` is every name "
+            "below). The namespace keeps one history stream for all its channels, so a "
+            "pattern subscriber's backlog comes merged in publish order and it recovers with "
+            "one position. Pushes to a pattern subscriber name the pattern as their channel "
+            "and the concrete channel in the publication's `channel` field and its `channel` "
+            "tag."
+        ),
+    )
+    pattern_separator: str = Field(
+        default=".",
+        min_length=1,
+        max_length=1,
+        description="Squall only. Segment separator of hierarchical channel names.",
+    )
     allow_subscribe_for_client: bool = Field(
         default=False,
         description=(

@@ -59,6 +59,8 @@ class Publication:
     """One message in a channel (client.proto ``Publication``).
 
     ``offset`` is 0 for channels without history. ``time`` is Unix milliseconds.
+    ``channel`` is the concrete channel when the publication travels in a namespace-wide stream
+    (pattern namespaces), else "".
     """
 
     data: RawJSON
@@ -66,3 +68,4 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] | None = field(default=None, hash=False)
     time: int = 0
+    channel: str = ""

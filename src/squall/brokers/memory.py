@@ -126,13 +126,17 @@ class MemoryBroker:
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         history: HistoryOptions | None = None,
+        concrete_channel: str = "",
     ) -> StreamPosition:
         """Append, then deliver, without awaiting anything: publications are numbered and
         delivered in call order."""
         handler = self._require_handler()
         if history is None or history.size <= 0:
             handler.handle_publication(
-                channel, Publication(data=data, info=info, tags=tags, time=self._wall_ms())
+                channel,
+                Publication(
+                    data=data, info=info, tags=tags, time=self._wall_ms(), channel=concrete_channel
+                ),
             )
             return StreamPosition(0, Epoch(""))
         now = self._clock()
@@ -140,7 +144,12 @@ class MemoryBroker:
         assert stream is not None
         stream.offset += 1
         pub = Publication(
-            data=data, offset=stream.offset, info=info, tags=tags, time=self._wall_ms()
+            data=data,
+            offset=stream.offset,
+            info=info,
+            tags=tags,
+            time=self._wall_ms(),
+            channel=concrete_channel,
         )
         items = stream.items
         items.append(pub)

@@ -108,11 +108,14 @@ class Broker(Protocol):
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         history: HistoryOptions | None = None,
+        concrete_channel: str = "",
     ) -> StreamPosition:
         """Deliver ``data`` to every node subscribed to ``channel``.
 
         With ``history``, append it to the channel's stream first and return its position;
         without, return ``StreamPosition(0, "")``.
+        ``concrete_channel`` is stored in the publication's ``channel``: pattern namespaces
+        publish all their channels into one stream (``channel`` is then the stream's key).
         """
         ...
 

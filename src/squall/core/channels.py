@@ -8,11 +8,13 @@ channel unknown (error 102), as in Centrifugo.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from squall.core.broker import HistoryOptions
+from squall.core.patterns import is_pattern, matches, valid_pattern
 from squall.errors import ReplyError
-from squall.types import Channel
+from squall.types import Channel, Publication
 
 if TYPE_CHECKING:
     from squall.config import ChannelOptions, Settings
@@ -63,6 +65,45 @@ class ChannelRules:
             _, sep, rest = channel.partition(self._boundary)
             return pattern.search(rest if sep else channel) is not None
         return channel.isascii()
+
+    def split(self, channel: str) -> tuple[str, str]:
+        """``(prefix, rest)``: the namespace prefix with its boundary ("" without a
+        namespace) and the name after it."""
+        ns, sep, rest = channel.partition(self._boundary)
+        return (ns + sep, rest) if sep else ("", channel)
+
+    def stream_key(self, channel: str) -> Channel:
+        """The broker channel that carries ``channel``'s publications and history: the
+        namespace prefix alone for pattern namespaces (one stream for all their channels),
+        else the channel itself."""
+        opts = self.options(channel)
+        if opts.allow_patterns:
+            return Channel(self.split(channel)[0])
+        return Channel(channel)
+
+    def pattern(self, channel: str, opts: ChannelOptions) -> str | None:
+        """The name part of ``channel`` if it is a pattern subscription, else None; raises
+        ReplyError 107 for a malformed pattern."""
+        if not opts.allow_patterns:
+            return None
+        rest = self.split(channel)[1]
+        if not is_pattern(rest, opts.pattern_separator):
+            return None
+        if not valid_pattern(rest, opts.pattern_separator):
+            raise ReplyError.bad_request()
+        return rest
+
+    def selects(self, channel: str) -> Callable[[Publication], bool] | None:
+        """For a channel in a pattern namespace, which publications of the namespace stream
+        belong to it (its own, or the pattern's matches); None for ordinary channels."""
+        opts = self.options(channel)
+        if not opts.allow_patterns:
+            return None
+        pattern = self.pattern(channel, opts)
+        if pattern is None:
+            return lambda pub: pub.channel == channel
+        separator = opts.pattern_separator
+        return lambda pub: matches(pattern, self.split(pub.channel)[1], separator)
 
     def history(self, channel: Channel) -> HistoryOptions | None:
         """History settings for publishing to ``channel`` (None: no history)."""

@@ -286,7 +286,11 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     assert req is not None
     node = session.node
     opts = node.channels.options(req.channel)
-    if not node.channels.valid_for_client(req.channel, opts):
+    # A pattern (allow_patterns namespaces) is checked for shape; channel_regex applies to
+    # concrete names only.
+    if node.channels.pattern(req.channel, opts) is None and not node.channels.valid_for_client(
+        req.channel, opts
+    ):
         raise ReplyError.bad_request()
     channel = Channel(req.channel)
     if channel in session.subscriptions or channel in session.buffering:
@@ -360,7 +364,9 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         # From here to the reply nothing awaits: the buffered publications and the live ones
         # that follow join without a gap or a duplicate.
         buffered = subscriptions.stop_buffering(session, channel)
-        pubs, offset, whole = recovery.merge(pubs, buffered, top.offset)
+        pubs, offset, whole = recovery.merge(
+            pubs, buffered, top.offset, contiguous=not opts.allow_patterns
+        )
         if not whole:
             raise Disconnect.insufficient_state()
         result.positioned = True
@@ -370,7 +376,8 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
         if req.recover and recoverable:
             result.was_recovering = True
             result.recovered = recovered
-        result.publications = [publication_msg(p) for p in pubs] or None
+        in_pattern = node.channels.pattern(req.channel, opts) is not None
+        result.publications = [publication_msg(p, in_pattern=in_pattern) for p in pubs] or None
     subscriptions.commit(
         session,
         channel,
@@ -405,13 +412,18 @@ async def _read_stream(
         return pubs, top, recovered
     limit = node.settings.client.recovery_max_publication_limit
     try:
-        missed, top = await node.history(channel, limit=limit + 1, since=since)
+        # The raw stream: in a pattern namespace it holds every channel, so completeness is
+        # judged on it and the client's own publications are picked out afterwards.
+        missed, top = await node.stream(channel, limit=limit + 1, since=since)
     except ReplyError as exc:
         if exc.code != ReplyError.unrecoverable_position().code:
             raise
         _, top = await node.history(channel, limit=0)  # another epoch: nothing to recover
         return [], top, False
     pubs, recovered = recovery.stream_recovered(missed, top, since, limit)
+    selects = node.channels.selects(channel)
+    if selects is not None:
+        pubs = [p for p in pubs if selects(p)]
     return pubs, top, recovered
 
 
@@ -494,6 +506,8 @@ async def _history(session: Session, command: proto.Command) -> bytes:
     req = command.history
     assert req is not None
     channel = _readable(session, req.channel, "history")
+    channels = session.node.channels
+    in_pattern = channels.pattern(channel, channels.options(channel)) is not None
     since = (
         StreamPosition(req.since.offset, Epoch(req.since.epoch)) if req.since is not None else None
     )
@@ -507,7 +521,7 @@ async def _history(session: Session, command: proto.Command) -> bytes:
     return proto.encode_reply(
         command.id,
         proto.HistoryResult(
-            publications=[publication_msg(p) for p in pubs] or None,
+            publications=[publication_msg(p, in_pattern=in_pattern) for p in pubs] or None,
             epoch=position.epoch,
             offset=position.offset,
         ),

@@ -21,6 +21,7 @@ from squall.core.channels import ChannelRules
 from squall.core.handlers import Handlers
 from squall.core.hub import Hub
 from squall.core.metrics import Metrics
+from squall.core.patterns import PatternIndex
 from squall.core.timers import TimerWheel
 from squall.errors import Disconnect, NotAvailable, ReplyError
 from squall.protocol import client as proto
@@ -48,12 +49,19 @@ def client_info_msg(info: ClientInfo) -> proto.ClientInfoMsg:
     )
 
 
-def publication_msg(pub: Publication) -> proto.PublicationMsg:
+def publication_msg(pub: Publication, *, in_pattern: bool = False) -> proto.PublicationMsg:
+    """The wire form of ``pub``. ``in_pattern``: for a pattern subscriber, name the concrete
+    channel in the publication's ``channel`` field and in a ``channel`` tag (which the stock
+    clients expose)."""
+    tags = pub.tags or None
+    if in_pattern:
+        tags = {**(tags or {}), "channel": pub.channel}
     return proto.PublicationMsg(
         data=msgspec.Raw(pub.data),
         info=client_info_msg(pub.info) if pub.info is not None else None,
         offset=pub.offset,
-        tags=pub.tags or None,
+        tags=tags,
+        channel=pub.channel if in_pattern else "",
     )
 
 
@@ -81,7 +89,9 @@ class Node:
         self.started_at = time.time()
         self._timers: TimerWheel | None = None
         self._broker_channels: set[Channel] = set()
-        self._positions: dict[Channel, int] = {}  # last offset delivered, positioned channels
+        self._positions: dict[Channel, int] = {}  # stream key -> last offset delivered
+        self._interest: dict[Channel, set[Channel]] = {}  # stream key -> listening hub keys
+        self._patterns: dict[Channel, PatternIndex] = {}  # stream key -> subscribed patterns
         self._background: set[asyncio.Task[Any]] = set()
         broker.register(self)
 
@@ -179,11 +189,29 @@ class Node:
             await self.broker.publish_leave(channel, info)
 
     # Subscriptions (node level) ----------------------------------------------------------
+    #
+    # The node's interest at the broker is per stream key (see ChannelRules.stream_key): a
+    # pattern namespace's channels and patterns all share the namespace's one stream. For each
+    # stream key the node keeps the hub keys (channels and patterns) that listen to it, and
+    # each pattern namespace has a PatternIndex of its subscribed patterns.
 
     async def ensure_broker_subscribed(self, channel: Channel) -> None:
-        if channel not in self._broker_channels:
-            await self.broker.subscribe(channel)
-            self._broker_channels.add(channel)
+        """Register ``channel`` (a hub key) as listening; subscribe the node to its stream at
+        the broker if it is the first."""
+        key = self.channels.stream_key(channel)
+        members = self._interest.setdefault(key, set())
+        if channel not in members:
+            members.add(channel)
+            opts = self.channels.options(channel)
+            pattern = self.channels.pattern(channel, opts)
+            if pattern is not None:
+                index = self._patterns.get(key)
+                if index is None:
+                    index = self._patterns[key] = PatternIndex(opts.pattern_separator)
+                index.add(channel, pattern)
+        if key not in self._broker_channels:
+            self._broker_channels.add(key)
+            await self.broker.subscribe(key)
 
     def unsubscribe_local(self, channel: Channel, session: Session) -> None:
         """Take ``session`` out of the hub's ``channel``; drop the node's broker interest
@@ -192,16 +220,33 @@ class Node:
             self.release_broker_channel(channel)
 
     def release_broker_channel(self, channel: Channel) -> None:
-        """Unsubscribe the node from ``channel`` at the broker if no local session holds it."""
-        if not self.hub.has_listeners(channel):
-            self._positions.pop(channel, None)
-        if not self.hub.has_listeners(channel) and channel in self._broker_channels:
-            self._broker_channels.discard(channel)
-            self.spawn(self._broker_unsubscribe(channel))
+        """Forget ``channel`` if no local session listens to it any more, and unsubscribe the
+        node from its stream at the broker when nothing else on the node uses that stream."""
+        if self.hub.has_listeners(channel):
+            return
+        key = self.channels.stream_key(channel)
+        members = self._interest.get(key)
+        if members is None or channel not in members:
+            return
+        members.discard(channel)
+        index = self._patterns.get(key)
+        if index is not None:
+            pattern = self.channels.pattern(channel, self.channels.options(channel))
+            if pattern is not None:
+                index.remove(channel, pattern)
+            if not index:
+                del self._patterns[key]
+        if members:
+            return
+        del self._interest[key]
+        self._positions.pop(key, None)
+        if key in self._broker_channels:
+            self._broker_channels.discard(key)
+            self.spawn(self._broker_unsubscribe(key))
 
-    async def _broker_unsubscribe(self, channel: Channel) -> None:
-        if self.hub.num_subscribers(channel) == 0 and channel not in self._broker_channels:
-            await self.broker.unsubscribe(channel)
+    async def _broker_unsubscribe(self, key: Channel) -> None:
+        if key not in self._broker_channels:
+            await self.broker.unsubscribe(key)
 
     # Publishing --------------------------------------------------------------------------
 
@@ -215,20 +260,32 @@ class Node:
         skip_history: bool = False,
     ) -> StreamPosition:
         """Publish ``data`` (raw JSON) to ``channel``; returns its stream position."""
+        opts = self.channels.options(channel)
+        if self.channels.pattern(channel, opts) is not None:
+            raise ReplyError.bad_request()  # a pattern is for subscribing, not publishing
         history = None if skip_history else self.channels.history(channel)
-        position = await self.broker.publish(channel, data, info=info, tags=tags, history=history)
+        key = self.channels.stream_key(channel)
+        position = await self.broker.publish(
+            key,
+            data,
+            info=info,
+            tags=tags,
+            history=history,
+            concrete_channel=channel if key != channel else "",
+        )
         self.metrics.published()
         return position
 
     # BrokerEventHandler ------------------------------------------------------------------
 
     def track_position(self, channel: Channel, offset: int) -> None:
-        """A positioned subscriber joined at ``offset``: from now on check that the channel's
-        publications reach this node without a gap."""
-        self._positions.setdefault(channel, offset)
+        """A positioned subscriber of ``channel`` joined at ``offset``: from now on check that
+        its stream's publications reach this node without a gap."""
+        self._positions.setdefault(self.channels.stream_key(channel), offset)
 
     def handle_publication(self, channel: Channel, pub: Publication) -> None:
-        if not self.hub.has_listeners(channel):
+        """``channel`` is the broker channel: the stream key (see ensure_broker_subscribed)."""
+        if channel not in self._interest:
             return
         if pub.offset and channel in self._positions:
             last = self._positions[channel]
@@ -243,15 +300,25 @@ class Node:
                     last,
                 )
                 self._insufficient_state(channel)
-        payload = proto.encode_publication_push(channel, publication_msg(pub))
-        sent = self.hub.broadcast(channel, payload, pub)
+        concrete = Channel(pub.channel) if pub.channel else channel
+        sent = 0
+        if self.hub.has_listeners(concrete):
+            payload = proto.encode_publication_push(concrete, publication_msg(pub))
+            sent = self.hub.broadcast(concrete, payload, pub)
+        index = self._patterns.get(channel)
+        if index is not None and pub.channel:
+            msg = publication_msg(pub, in_pattern=True)
+            for pattern in index.match(self.channels.split(pub.channel)[1]):
+                payload = proto.encode_publication_push(pattern, msg)
+                sent += self.hub.broadcast(Channel(pattern), payload, pub)
         self.metrics.messages_sent(sent)
 
-    def _insufficient_state(self, channel: Channel) -> None:
-        for session in self.hub.subscribers(channel):
-            sub = session.subscriptions.get(channel)
-            if sub is not None and sub.positioned:
-                session.disconnect(Disconnect.insufficient_state())
+    def _insufficient_state(self, key: Channel) -> None:
+        for channel in list(self._interest.get(key, ())):
+            for session in self.hub.subscribers(channel):
+                sub = session.subscriptions.get(channel)
+                if sub is not None and sub.positioned:
+                    session.disconnect(Disconnect.insufficient_state())
 
     def handle_join(self, channel: Channel, info: ClientInfo) -> None:
         payload = proto.encode_join_push(channel, client_info_msg(info))
@@ -278,12 +345,36 @@ class Node:
 
         ``limit``: 0 gives only the stream position, -1 every publication held, N at most N.
         """
+        selects = self.channels.selects(channel)
+        pubs, top = await self.stream(
+            channel, limit=-1 if selects and limit else limit, since=since, reverse=reverse
+        )
+        if selects is not None:
+            pubs = [p for p in pubs if selects(p)]
+            if limit > 0:
+                pubs = pubs[:limit]
+        return pubs, top
+
+    async def stream(
+        self,
+        channel: Channel,
+        *,
+        limit: int = 0,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """The raw stream that carries ``channel``: for a pattern namespace, every channel's
+        publications (offsets contiguous); otherwise the same as :meth:`history`."""
         options = self.channels.history(channel)
         if options is None:
             raise ReplyError.not_available()
         try:
             result = await self.broker.history(
-                channel, limit=limit, since=since, reverse=reverse, meta_ttl=options.meta_ttl
+                self.channels.stream_key(channel),
+                limit=limit,
+                since=since,
+                reverse=reverse,
+                meta_ttl=options.meta_ttl,
             )
         except NotAvailable as exc:
             raise ReplyError.not_available() from exc

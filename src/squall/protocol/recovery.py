@@ -53,7 +53,11 @@ def cache_recovered(
 
 
 def merge(
-    recovered: Sequence[Publication], buffered: Sequence[Publication], top_offset: int
+    recovered: Sequence[Publication],
+    buffered: Sequence[Publication],
+    top_offset: int,
+    *,
+    contiguous: bool = True,
 ) -> tuple[list[Publication], int, bool]:
     """Append to ``recovered`` the buffered publications that come after it, in offset order.
 
@@ -61,13 +65,15 @@ def merge(
     below it are already covered (delivered in ``recovered`` or known to the client). Returns
     the publications to deliver, the offset the client is at after them, and False when the
     buffered publications skip an offset (the broker lost one: the client must recover).
+    ``contiguous=False`` for subscriptions that see only part of a stream (channels and
+    patterns of a pattern namespace), where offsets legitimately skip.
     """
     out = list(recovered)
     last = max(top_offset, out[-1].offset if out else 0)
     for pub in sorted(buffered, key=lambda p: p.offset):
         if pub.offset <= last:
             continue
-        if pub.offset != last + 1:
+        if contiguous and pub.offset != last + 1:
             return out, last, False
         out.append(pub)
         last = pub.offset
