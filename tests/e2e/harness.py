@@ -92,7 +92,22 @@ def server_config(*, secret: str, api_key: str, development: bool = False) -> di
                 "history_ttl": "300s",
                 "allow_history_for_subscriber": True,
                 "allow_presence_for_subscriber": True,
-            }
+            },
+            # Recovery (test_recovery.py): stock clients recover only when the subscribe reply
+            # says `recoverable`, which force_recovery makes them; history for the client (not
+            # only subscribers) lets them read the initial state before subscribing.
+            "namespaces": [
+                {
+                    "name": "rec",
+                    "history_size": 100,
+                    "history_ttl": "300s",
+                    "force_recovery": True,
+                    "allow_subscribe_for_client": True,
+                    "allow_publish_for_subscriber": True,
+                    "allow_history_for_subscriber": True,
+                    "allow_history_for_client": True,
+                }
+            ],
         },
         "log": {"level": "debug"},
     }
