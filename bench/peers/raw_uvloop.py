@@ -1,0 +1,159 @@
+"""The Python ceiling: a bare uvloop WebSocket broadcast server.
+
+Every text message a client sends is framed once and written to every connected client with
+one ``transport.write`` each; ``POST /api/publish`` broadcasts the request body the same way.
+No framework, no per-recipient work beyond the write: what any Python server on uvloop can at
+best reach on one core. Run: ``python raw_uvloop.py --port 8001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import struct
+
+import uvloop
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - pure Python fallback
+
+    def apply_mask(data: bytes, mask: bytes) -> bytes:
+        n = int.from_bytes(mask * (len(data) // 4 + 1), "big") >> (8 * (3 - (len(data) - 1) % 4))
+        return (int.from_bytes(data, "big") ^ n).to_bytes(len(data), "big")
+
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+CLIENTS: set[asyncio.Transport] = set()
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+def broadcast(payload: bytes) -> None:
+    data = frame(1, payload)
+    for transport in CLIENTS:
+        transport.write(data)
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.ws = False
+        self.fragments: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            CLIENTS.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.ws:
+            self.frames()
+        else:
+            self.http()
+
+    def http(self) -> None:
+        assert self.transport is not None
+        while not self.ws:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            headers = {}
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            method, path = head[0].split(" ")[:2]
+            length = int(headers.get("content-length", "0"))
+            if len(self.buf) < end + 4 + length:
+                return
+            body = bytes(self.buf[end + 4 : end + 4 + length])
+            del self.buf[: end + 4 + length]
+            if "sec-websocket-key" in headers:
+                key = headers["sec-websocket-key"].encode()
+                accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+                self.transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                )
+                self.ws = True
+                CLIENTS.add(self.transport)
+                self.frames()
+            elif method == "POST" and path == "/api/publish":
+                broadcast(body)
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2\r\n\r\n{}"
+                )
+            else:
+                self.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    def frames(self) -> None:
+        assert self.transport is not None
+        buf = self.buf
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            n = b1 & 0x7F
+            pos = 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n = int.from_bytes(buf[2:4], "big")
+                pos = 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n = int.from_bytes(buf[2:10], "big")
+                pos = 10
+            if b1 & 0x80:
+                mask = bytes(buf[pos : pos + 4])
+                pos += 4
+            else:
+                mask = b""
+            if len(buf) < pos + n:
+                return
+            payload = bytes(buf[pos : pos + n])
+            del buf[: pos + n]
+            if mask:
+                payload = apply_mask(payload, mask)
+            opcode = b0 & 0x0F
+            if opcode == 8:
+                self.transport.write(frame(8, payload[:2]))
+                self.transport.close()
+                return
+            if opcode == 9:
+                self.transport.write(frame(10, payload))
+            elif opcode in (0, 1, 2):
+                self.fragments.append(payload)
+                if b0 & 0x80:
+                    message = b"".join(self.fragments)
+                    self.fragments.clear()
+                    broadcast(message)
+
+
+async def main(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Conn, host, port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    uvloop.run(main(args.host, args.port))
