@@ -145,6 +145,8 @@ class App:
         server.stop_accepting()
         try:
             async with asyncio.timeout(timeout):
+                node.closing = True  # connects still in flight are refused with 3001
+                transports.disconnect_all(Disconnect.shutdown())
                 await node.shutdown(Disconnect.shutdown())
                 for mount in self.router.sockjs:
                     mount.close_all(3001, "Server shutdown")

@@ -384,6 +384,15 @@ class ClientSettings(_Section):
             "(code 3005)."
         ),
     )
+    max_pending_commands: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Squall only. Maximum number of one client's commands waiting to run; a client "
+            "that sends more before they complete is disconnected (3013, too many requests), "
+            "so no client can make the server queue without bound."
+        ),
+    )
     recovery_max_publication_limit: int = Field(
         default=300,
         ge=1,
@@ -634,6 +643,14 @@ class ChannelSettings(_Section):
         ),
     )
     max_length: int = Field(default=255, ge=1, description="Maximum length of a channel name.")
+    private_prefix: str = Field(
+        default="$",
+        description=(
+            "Channels whose name starts with this prefix are private: clients may not "
+            "subscribe to them on their own (subscription tokens come later; server-side "
+            "subscriptions still work)."
+        ),
+    )
     namespace_boundary: str = Field(
         default=":",
         min_length=1,

@@ -375,3 +375,48 @@ async def test_channel_limit(settings: Settings) -> None:
     await c.call("subscribe", {"channel": "a"})
     await c.call("subscribe", {"channel": "b"})
     assert (await c.call("subscribe", {"channel": "c"}))["error"]["code"] == 106
+
+
+async def test_too_many_pending_commands_disconnects_3013() -> None:
+    node = Node(
+        make_settings(**{"client.max_pending_commands": 10}),
+        MemoryBroker(),
+        MemoryPresenceManager(),
+    )
+    c = Client(node)
+    await c.connect()
+    frame = b"\n".join(b'{"id":%d,"ping":{}}' % i for i in range(2, 14))
+    c.session.receive_frame(frame)
+    assert c.transport.closed_with == Disconnect.too_many_requests()
+
+
+async def test_user_limited_and_private_channels(settings: Settings) -> None:
+    opts = {**settings.channel.without_namespace.model_dump(), "allow_user_limited_channels": True}
+    node = Node(
+        make_settings(**{"channel.without_namespace": opts}),
+        MemoryBroker(),
+        MemoryPresenceManager(),
+    )
+    c = Client(node)
+    await c.connect(token=tokens.make_connection_token(SECRET, "42"))
+    assert "subscribe" in await c.call("subscribe", {"channel": "dialog#42,43"})
+    # allow_subscribe_for_client is not consulted for user-limited channels.
+    assert (await c.call("subscribe", {"channel": "dialog#17"}))["error"]["code"] == 103
+    assert (await c.call("subscribe", {"channel": "$secret"}))["error"]["code"] == 103
+
+
+async def test_empty_channel_is_a_protocol_violation(new_client: NewClient) -> None:
+    for method in ("subscribe", "unsubscribe", "publish", "presence", "history"):
+        c = new_client()
+        await c.connect()
+        await c.send({"id": 5, method: {"channel": ""}})
+        assert c.transport.closed_with == Disconnect.bad_request(), method
+
+
+async def test_was_recovering_is_echoed_even_without_recovery(new_client: NewClient) -> None:
+    c = new_client()
+    await c.connect()
+    result = (await c.call("subscribe", {"channel": "news", "recover": True, "offset": 3}))[
+        "subscribe"
+    ]
+    assert result == {"was_recovering": True}

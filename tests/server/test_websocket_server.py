@@ -222,7 +222,37 @@ async def test_client_that_stops_reading_is_disconnected_slow(start_app: StartAp
         await app.node.publish(Channel("flood"), RawJSON(b'"after"'))
         while (await recv_json(good))[0]["push"]["pub"]["data"] != "after":
             pass
+    # What the slow client finally reads ends with the close frame that says why.
+    assert await read_close_code(_reader) == 3008
     writer.close()
+
+
+async def read_close_code(reader: asyncio.StreamReader) -> int:
+    """Read unmasked server frames until a close frame; return its code."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            head = await reader.readexactly(2)
+            length = head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", await reader.readexactly(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", await reader.readexactly(8))[0]
+            payload = await reader.readexactly(length)
+            if head[0] & 0x0F == 8:
+                code: int = struct.unpack("!H", payload[:2])[0]
+                return code
+
+
+async def test_shutdown_reaches_connections_that_have_not_connected(
+    start_app: StartApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await start_app()
+    reader, writer = await raw_upgrade(app.port)  # upgraded, never sends connect
+    stopping = asyncio.create_task(app.stop(timeout=5.0))
+    assert await read_close_code(reader) == 3001
+    writer.close()  # the client goes, as a real one does on a close frame
+    await stopping
+    assert "shutdown timeout" not in caplog.text
 
 
 async def test_origin_check_same_origin_by_default(start_app: StartApp) -> None:

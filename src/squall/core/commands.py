@@ -11,6 +11,7 @@ clients (empty user) need the ``_for_anonymous`` option as well.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,13 @@ def _verify(session: Session, token: str) -> tokens.ConnectionClaims:
     return tokens.verify_connection_token(token, secret)
 
 
+def _channel(name: str) -> Channel:
+    """A command's channel; an empty one breaks the protocol (client.go: "channel required")."""
+    if not name:
+        raise Disconnect.bad_request()
+    return Channel(name)
+
+
 def _ttl(expire_at: int, now: float) -> int:
     return max(0, int(expire_at - now)) if expire_at else 0
 
@@ -110,6 +118,8 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     req = command.connect
     assert req is not None
     node = session.node
+    if node.closing:
+        raise Disconnect.shutdown()
     client_settings = node.settings.client
     user = ""
     info: RawJSON | None = None
@@ -274,17 +284,16 @@ an unrecoverable resubscribe with error 112 instead of ``recovered: false``. Sto
 it when the application gives them a state loader (``getState`` / ``get_state``)."""
 
 
-def _user_limited_allowed(session: Session, channel: str, allowed_option: bool) -> bool:
+def _user_limited_allowed(session: Session, channel: str) -> bool:
     """A user-limited channel (``name#42,43``) admits the users listed after ``#``."""
-    if not allowed_option or "#" not in channel or not session.user:
-        return False
-    return session.user in channel.rsplit("#", 1)[1].split(",")
+    return bool(session.user) and session.user in channel.rsplit("#", 1)[1].split(",")
 
 
 async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     req = command.subscribe
     assert req is not None
     node = session.node
+    _channel(req.channel)
     opts = node.channels.options(req.channel)
     # A pattern (allow_patterns namespaces) is checked for shape; channel_regex applies to
     # concrete names only.
@@ -298,10 +307,18 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     limit = node.settings.client.channel_limit
     if limit > 0 and len(session.subscriptions) + len(session.buffering) >= limit:
         raise ReplyError.limit_exceeded()
-    allowed = (
-        opts.allow_subscribe_for_client
-        and (bool(session.user) or opts.allow_subscribe_for_anonymous)
-    ) or _user_limited_allowed(session, req.channel, opts.allow_user_limited_channels)
+    # Centrifugo's order (docs/server/channel_permissions.md): private channels need a
+    # subscription token (not supported yet); a user-limited channel admits only its users;
+    # otherwise allow_subscribe_for_client decides.
+    private_prefix = node.settings.channel.private_prefix
+    if private_prefix and req.channel.startswith(private_prefix):
+        allowed = False
+    elif opts.allow_user_limited_channels and "#" in req.channel:
+        allowed = _user_limited_allowed(session, req.channel)
+    else:
+        allowed = opts.allow_subscribe_for_client and (
+            bool(session.user) or opts.allow_subscribe_for_anonymous
+        )
     data = _NO_RAW
     handler = node.handlers.on_subscribe
     if handler is not None:
@@ -346,12 +363,15 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
             return None
         raise ReplyError.already_subscribed()  # a concurrent server-side subscribe won
     result = proto.SubscribeResult(data=data)
+    if req.recover:
+        result.was_recovering = True  # even when recovery is not granted (client.go)
     if positioned:
         subscriptions.start_buffering(session, channel)
         try:
             pubs, top, recovered = await _read_stream(session, channel, req, opts, recoverable)
         except BaseException:
             subscriptions.stop_buffering(session, channel)
+            await asyncio.shield(subscriptions.abandon(session, channel, presence=opts.presence))
             raise
         if session.closed:
             await subscriptions.abandon(session, channel, presence=opts.presence)
@@ -368,13 +388,13 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
             pubs, buffered, top.offset, contiguous=not opts.allow_patterns
         )
         if not whole:
+            await subscriptions.abandon(session, channel, presence=opts.presence)
             raise Disconnect.insufficient_state()
         result.positioned = True
         result.recoverable = recoverable
         result.epoch = top.epoch
         result.offset = offset
         if req.recover and recoverable:
-            result.was_recovering = True
             result.recovered = recovered
         in_pattern = node.channels.pattern(req.channel, opts) is not None
         result.publications = [publication_msg(p, in_pattern=in_pattern) for p in pubs] or None
@@ -431,7 +451,7 @@ async def _unsubscribe(session: Session, command: proto.Command) -> bytes | None
     req = command.unsubscribe
     assert req is not None
     reply = proto.encode_reply(command.id, proto.UnsubscribeResult())
-    if await subscriptions.leave(session, Channel(req.channel), reply):
+    if await subscriptions.leave(session, _channel(req.channel), reply):
         return None
     return reply  # not subscribed: nothing to undo, the reply is the same (as in Centrifugo)
 
@@ -439,8 +459,8 @@ async def _unsubscribe(session: Session, command: proto.Command) -> bytes | None
 async def _publish(session: Session, command: proto.Command) -> bytes:
     req = command.publish
     assert req is not None
+    channel = _channel(req.channel)
     opts = session.node.channels.options(req.channel)
-    channel = Channel(req.channel)
     if not _allowed(
         session,
         for_client=opts.allow_publish_for_client,
@@ -459,8 +479,8 @@ def _readable(session: Session, name: str, what: str) -> Channel:
     """Resolve a channel for a presence or history read: 108 when the channel does not keep
     ``what``, 103 when the options do not let this client read it."""
     node = session.node
+    channel = _channel(name)
     opts = node.channels.options(name)
-    channel = Channel(name)
     kept = opts.presence if what == "presence" else node.channels.history(channel) is not None
     if not kept:
         raise ReplyError.not_available()

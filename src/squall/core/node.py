@@ -93,6 +93,7 @@ class Node:
         self._interest: dict[Channel, set[Channel]] = {}  # stream key -> listening hub keys
         self._patterns: dict[Channel, PatternIndex] = {}  # stream key -> subscribed patterns
         self._background: set[asyncio.Task[Any]] = set()
+        self.closing = False  # shutting down: new connections are refused with 3001
         broker.register(self)
 
     # Clocks ------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Node:
     async def shutdown(self, disconnect: Disconnect | None = None) -> None:
         """Disconnect every session (Centrifugo's shutdown code by default), close the broker."""
         disconnect = disconnect or Disconnect.shutdown()
+        self.closing = True
         for session in self.hub.sessions():
             session.disconnect(disconnect)
         if self._background:

@@ -159,6 +159,10 @@ class Session:
                     )
                 self.disconnect(event.disconnect)
                 return
+        if len(self._inbox) > self.node.settings.client.max_pending_commands:
+            logger.info("! client %s: too many pending commands", self.client_id)
+            self.disconnect(Disconnect.too_many_requests())
+            return
         if self._inbox and self._task is None and not self.closed:
             self._task = asyncio.get_running_loop().create_task(self._run_inbox())
         self._reschedule()

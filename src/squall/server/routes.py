@@ -23,6 +23,7 @@ import msgspec
 from squall import tokens
 from squall.core.api import ServerAPI
 from squall.core.metrics import CONTENT_TYPE_LATEST
+from squall.errors import Disconnect
 from squall.protocol import handshake
 from squall.server.api import handle_api
 from squall.server.http import HttpConnection
@@ -47,6 +48,12 @@ class OpenTransports:
     def __init__(self) -> None:
         self._open: set[WebSocketConnection] = set()
         self._empty: asyncio.Event | None = None
+
+    def disconnect_all(self, disconnect: Disconnect) -> None:
+        """Send every open connection ``disconnect``, connected or still connecting."""
+        for transport in list(self._open):
+            if transport.session is not None:
+                transport.session.disconnect(disconnect)
 
     def abort_all(self) -> None:
         """Drop every remaining connection now (the end of a shutdown timeout)."""
@@ -129,6 +136,7 @@ class Router:
             headers=request.headers.as_dict(),
             remote_addr=remote,
             max_message_size=self.settings.websocket.message_size_limit,
+            write_timeout=self.settings.websocket.write_timeout,
             registry=self.transports,
         )
         conn.upgrade(handshake.build_response(key), protocol)

@@ -58,6 +58,7 @@ class WebSocketConnection(asyncio.Protocol):
         headers: Mapping[str, str],
         remote_addr: str,
         max_message_size: int,
+        write_timeout: float = 1.0,
         close_timeout: float = 3.0,
         registry: OpenTransports | None = None,
     ) -> None:
@@ -67,6 +68,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._remote_addr = remote_addr
         self._codec = ws.WebSocketProtocol(max_message_size=max_message_size)
         self._close_timeout = close_timeout
+        self._write_timeout = write_timeout
+        self._write_handle: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._close_handle: asyncio.TimerHandle | None = None
         self._closing = False
@@ -131,6 +134,9 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._registry is not None:
             self._registry.discard(self)
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
@@ -140,10 +146,19 @@ class WebSocketConnection(asyncio.Protocol):
             self.session.connection_lost(None)
 
     def pause_writing(self) -> None:
+        """The socket stopped draining: queue in the writer, and give the client
+        ``websocket.write_timeout`` to read before disconnecting it (3009 write error)."""
         if self.writer is not None:
             self.writer.pause()
+        if self._write_handle is None and not self._closing:
+            self._write_handle = asyncio.get_running_loop().call_later(
+                self._write_timeout, self._write_timed_out
+            )
 
     def resume_writing(self) -> None:
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
         if self.writer is not None:
             self.writer.resume()
 
@@ -160,12 +175,13 @@ class WebSocketConnection(asyncio.Protocol):
         self._node.metrics.disconnected(disconnect.code)
         self._codec.send_close(disconnect.code, disconnect.reason)
         if self.writer is not None:
+            # Hand the queue to the transport, then write the close frame after it directly:
+            # a paused writer would otherwise keep (and drop) it.
             self.writer.flush()
-        self._flush_codec()
-        if self.writer is not None:
             self.writer.close()
+        self._flush_codec()
         self._close_handle = asyncio.get_running_loop().call_later(
-            self._close_timeout, self._finish
+            self._close_timeout, self._close_timed_out
         )
 
     def abort(self) -> None:
@@ -174,6 +190,17 @@ class WebSocketConnection(asyncio.Protocol):
             self._transport.abort()
 
     # Internals ---------------------------------------------------------------------------
+
+    def _write_timed_out(self) -> None:
+        self._write_handle = None
+        if self.session is not None:
+            self.session.disconnect(Disconnect.write_error())
+
+    def _close_timed_out(self) -> None:
+        """The client did not answer our close frame in time: drop the connection without
+        waiting for its buffer to drain (a client that stopped reading never drains it)."""
+        self._close_handle = None
+        self.abort()
 
     def _flush_codec(self) -> None:
         transport = self._transport
