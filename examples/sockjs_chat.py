@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from squall import App
+from squall import App, ConnectionInfo, SockJSConnection
 from squall.config import Settings
-from squall.core.sockjs import ConnectionInfo, SockJSConnection
 
 app = App(Settings())
 

@@ -1,7 +1,8 @@
 """Squall: a real-time messaging server and framework for Python.
 
-The public API: :class:`App` and the handler events and replies, :mod:`squall.tokens` to mint
-connection tokens, and the errors handlers raise to refuse a command or close a connection.
+The public API: :class:`App` and the handler events and replies, :class:`SockJSConnection`
+for raw SockJS endpoints (sockjs-tornado style), :mod:`squall.tokens` to mint connection
+tokens, and the errors handlers raise to refuse a command or close a connection.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from squall.core.handlers import (
     SubscribeEvent,
     SubscribeReply,
 )
+from squall.core.sockjs import ConnectionInfo, SockJSConnection
 from squall.errors import Disconnect, ReplyError
 
 __all__ = [
     "App",
     "ConnectEvent",
     "ConnectReply",
+    "ConnectionInfo",
     "Disconnect",
     "MessageEvent",
     "RPCEvent",
     "RPCReply",
     "ReplyError",
+    "SockJSConnection",
     "SubscribeEvent",
     "SubscribeReply",
     "__version__",
