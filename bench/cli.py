@@ -1,0 +1,165 @@
+"""``python -m bench``: build the generator, run the matrix, write RESULTS.md and the plot.
+
+::
+
+    python -m bench matrix --quick        # N=1000, one repeat, squall/raw-uvloop/node-ws
+    python -m bench matrix                # N=1000,5000,10000, three repeats, every peer
+    python -m bench matrix --servers squall,node-ws --clients 1000,5000 --repeats 5
+    python -m bench loadgen -- --port 8000 --clients 100 --count 1   # the generator alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import loadgen, matrix, report
+from bench.servers import SERVERS
+
+__all__ = ["main", "raise_nofile"]
+
+BENCH_DIR = Path(__file__).resolve().parent
+QUICK_SERVERS = ("squall", "raw-uvloop", "node-ws")
+NOFILE_WANTED = 120_000
+"""Open files for 50k connections: 50k sockets in the server and 50k in the generator,
+plus slack."""
+
+
+def raise_nofile(console: Console | None = None) -> int:
+    """Raise the soft open-files limit to the hard limit (children inherit it); say what is
+    missing for 50k connections. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else NOFILE_WANTED
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < NOFILE_WANTED and console is not None:
+        console.print(
+            f"[yellow]open files limit is {target}: enough for about {target - 100:,} "
+            f"connections per process; 50k connections need {NOFILE_WANTED:,} "
+            f"(root: `ulimit -Hn {NOFILE_WANTED}` or LimitNOFILE=, and "
+            "net.ipv4.ip_local_port_range plus several 127.x source addresses)[/yellow]"
+        )
+    return target
+
+
+def _matrix(args: argparse.Namespace, console: Console) -> int:
+    if args.quick:
+        servers = list(args.servers or QUICK_SERVERS)
+        clients = args.clients or [1000]
+        repeats = args.repeats or 1
+    else:
+        servers = list(args.servers or SERVERS)
+        clients = args.clients or [1000, 5000, 10000]
+        repeats = args.repeats or 3
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        console.print(f"[red]unknown servers {unknown}; known: {', '.join(SERVERS)}[/red]")
+        return 2
+    limit = raise_nofile(console)
+    if max(clients) + 200 > limit:
+        console.print(f"[red]N={max(clients)} needs more than {limit} open files[/red]")
+        return 2
+    binary = loadgen.build()
+    config = matrix.MatrixConfig(
+        servers=servers,
+        clients=clients,
+        scenarios=args.scenarios,
+        repeats=repeats,
+        duration=args.duration,
+        warmup=args.warmup,
+    )
+    total = (
+        repeats
+        * len(clients)
+        * sum(
+            len([s for s in args.scenarios if s != "fanout" or SERVERS[name].api])
+            for name in servers
+        )
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} knees"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("matrix", total=total)
+        knees = matrix.run_matrix(
+            config,
+            binary,
+            report=progress.console.print,
+            advance=lambda: progress.advance(task),
+        )
+    rows = matrix.summarize(knees)
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"rows": rows, "knees": matrix.to_json(knees)}, indent=1)
+    )
+    plot_name = "results.png" if report.plot(out / "results.png", rows) else None
+    versions = {}
+    for name in servers:
+        try:
+            versions[name] = SERVERS[name].versions()
+        except Exception as exc:  # a version lookup must not lose the results
+            versions[name] = {"version": f"unknown ({exc})"}
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report.write_results(
+        out / "RESULTS.md",
+        command=command,
+        rows=rows,
+        versions=versions,
+        descriptions={name: SERVERS[name].description for name in servers},
+        plot_name=plot_name,
+    )
+    for r in rows:
+        console.print(
+            f"{r['scenario']:9} N={r['clients']:<6} {r['server']:12} knee {r['knee']:>10,.0f}/s "
+            f"p99 {r['p99_ms']:6.1f} ms  peak {r['peak']:>10,.0f}/s  squall/x {r['ratio']:.2f}"
+        )
+    console.print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _csv(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("matrix", help="run servers side by side and write RESULTS.md")
+    m.add_argument("--quick", action="store_true", help="N=1000, one repeat, three servers")
+    m.add_argument("--servers", type=_csv, help=f"comma-separated from: {', '.join(SERVERS)}")
+    m.add_argument("--clients", type=_csv_ints, help="comma-separated N values")
+    m.add_argument("--scenarios", type=_csv, default=list(matrix.SCENARIOS))
+    m.add_argument("--repeats", type=int, help="runs per point (default 1 quick, 3 full)")
+    m.add_argument("--duration", type=float, default=3.0, help="measured seconds per level")
+    m.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    m.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md goes")
+    lg = sub.add_parser("loadgen", help="build the generator and pass arguments to it")
+    lg.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.command == "matrix":
+        sys.exit(_matrix(args, console))
+    raise_nofile()
+    binary = loadgen.build()
+    extra = [a for a in args.args if a != "--"]
+    result = loadgen.run(binary, extra)
+    print(json.dumps(result.raw))

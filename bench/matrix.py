@@ -1,0 +1,253 @@
+"""Scenarios, the knee search and the paired runs behind ``python -m bench matrix``.
+
+A *run* measures every selected server once at one N, one after the other, on the same
+machine within a minute or two; ratios are only ever taken between servers of the same run
+(this machine is noisy: numbers from different runs are never compared). A run is repeated
+``repeats`` times; the report gives medians of the values and of the per-run ratios.
+
+The knee of a server (scenario ``broadcast`` or ``fanout``): the generator first offers far
+more than any server delivers, for a short while, to find the peak delivered messages/s; then
+it offers fractions of that peak, from low to high, and stops at the first level whose p99
+latency reaches :data:`P99_LIMIT_MS` or that loses messages. The knee is the highest delivered
+messages/s among the levels that stayed under the limit.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen
+from bench.servers import SERVERS, RunningServer, ServerSpec, start
+
+__all__ = [
+    "P99_LIMIT_MS",
+    "SCENARIOS",
+    "Knee",
+    "Level",
+    "MatrixConfig",
+    "run_matrix",
+    "summarize",
+]
+
+P99_LIMIT_MS = 100.0
+SCENARIOS = ("broadcast", "fanout")
+PROBE_DELIVERIES = 400_000.0
+"""Offered deliveries/s of the saturation probe: above what any peer reaches on one core."""
+LEVELS = (0.4, 0.6, 0.75, 0.85, 0.95, 1.05)
+"""Fractions of the probe's peak offered on the way up."""
+SERVER_CPU = 0
+GENERATOR_CPU = 1
+
+
+@dataclass
+class MatrixConfig:
+    servers: Sequence[str]
+    clients: Sequence[int]
+    scenarios: Sequence[str] = SCENARIOS
+    repeats: int = 1
+    duration: float = 3.0
+    warmup: float = 1.0
+    probe_duration: float = 2.0
+
+
+@dataclass
+class Level:
+    """One generator run against one server at one offered load."""
+
+    offered: float
+    """Offered deliveries/s (messages the server should write to clients each second)."""
+    result: dict[str, Any]
+    ok: bool
+    probe: bool = False
+
+    @property
+    def delivered(self) -> float:
+        return float(self.result["delivered_per_s"])
+
+
+@dataclass
+class Knee:
+    """A server's knee in one run of one scenario at one N."""
+
+    server: str
+    scenario: str
+    clients: int
+    run: int
+    knee: float = 0.0
+    """Highest delivered messages/s with p99 < P99_LIMIT_MS (0: not even the lowest level)."""
+    peak: float = 0.0
+    """Delivered messages/s of the saturation probe, latency regardless."""
+    p50_ms: float = -1.0
+    p99_ms: float = -1.0
+    """Latency at the knee level."""
+    gen_cpu: float = 0.0
+    server_cpu: float = 0.0
+    """CPU use (cores) of the generator and of the server over the probe."""
+    levels: list[Level] = field(default_factory=list)
+    error: str = ""
+
+
+def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
+    """Generator arguments offering `offered` deliveries/s to `clients` clients."""
+    if scenario == "broadcast":
+        # each message goes to all N clients: N clients * r msgs/s * N = offered
+        return ["--rate", f"{offered / clients / clients:.6g}"]
+    return ["--api-rate", f"{offered / clients:.6g}", "--api-conns", "8"]
+
+
+def _measure(
+    binary: Path,
+    server: RunningServer,
+    scenario: str,
+    clients: int,
+    offered: float,
+    duration: float,
+    warmup: float,
+) -> dict[str, Any]:
+    args = [*server.loadgen_args(), "--clients", str(clients)]
+    args += ["--duration", str(duration), "--warmup", str(warmup), "--drain-timeout", "5"]
+    args += _level_args(scenario, clients, offered)
+    result = loadgen.run(binary, args, cpu=GENERATOR_CPU)
+    return result.raw
+
+
+def _ok(result: dict[str, Any], clients: int) -> bool:
+    return (
+        result["connected"] == clients
+        and result["closed"] == 0
+        and result["missing"] == 0
+        and 0 <= result["p99_ms"] < P99_LIMIT_MS
+    )
+
+
+def find_knee(
+    binary: Path,
+    server: RunningServer,
+    scenario: str,
+    clients: int,
+    run: int,
+    config: MatrixConfig,
+    report: Callable[[str], None],
+) -> Knee:
+    knee = Knee(server.spec.name, scenario, clients, run)
+    probe = _measure(
+        binary, server, scenario, clients, PROBE_DELIVERIES, config.probe_duration, 0.5
+    )
+    knee.levels.append(Level(PROBE_DELIVERIES, probe, ok=False, probe=True))
+    knee.peak = float(probe["delivered_per_s"])
+    knee.gen_cpu = float(probe["gen_cpu"])
+    knee.server_cpu = float(probe["server_cpu"])
+    report(
+        f"{server.spec.name} {scenario} N={clients}: peak {knee.peak:,.0f}/s "
+        f"(server cpu {knee.server_cpu:.2f}, generator cpu {knee.gen_cpu:.2f})"
+    )
+    if probe["connected"] != clients:
+        knee.error = f"only {probe['connected']} of {clients} clients connected"
+        return knee
+    for fraction in LEVELS:
+        time.sleep(0.5)  # let the server close the previous level's connections
+        offered = knee.peak * fraction
+        if offered <= 0:
+            break
+        result = _measure(
+            binary, server, scenario, clients, offered, config.duration, config.warmup
+        )
+        level = Level(offered, result, ok=_ok(result, clients))
+        knee.levels.append(level)
+        report(
+            f"  offered {offered:,.0f}/s -> delivered {level.delivered:,.0f}/s "
+            f"p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms"
+            + ("" if level.ok else "  (over the limit)")
+        )
+        if not level.ok:
+            break
+        if level.delivered > knee.knee:
+            knee.knee = level.delivered
+            knee.p50_ms = float(result["p50_ms"])
+            knee.p99_ms = float(result["p99_ms"])
+    return knee
+
+
+def run_matrix(
+    config: MatrixConfig,
+    binary: Path,
+    report: Callable[[str], None],
+    advance: Callable[[], None],
+) -> list[Knee]:
+    """Measure every (repeat, N, scenario, server); servers run one at a time, pinned to CPU
+    0, the generator to CPU 1."""
+    knees: list[Knee] = []
+    specs: list[ServerSpec] = [SERVERS[name] for name in config.servers]
+    for run in range(config.repeats):
+        for clients in config.clients:
+            for spec in specs:
+                scenarios = [s for s in config.scenarios if s != "fanout" or spec.api]
+                done = 0
+                try:
+                    with start(spec, cpu=SERVER_CPU) as server:
+                        for scenario in scenarios:
+                            knees.append(
+                                find_knee(binary, server, scenario, clients, run, config, report)
+                            )
+                            done += 1
+                            advance()
+                except Exception as exc:  # one broken peer must not sink the matrix
+                    report(f"[red]{spec.name} N={clients} failed: {exc}[/red]")
+                    for scenario in scenarios[done:]:
+                        knees.append(Knee(spec.name, scenario, clients, run, error=str(exc)))
+                        advance()
+    return knees
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str, Any]]:
+    """One row per (scenario, N, server): medians over runs, and the median of the per-run
+    ratios reference/server (each ratio from numbers measured in the same run)."""
+    rows: list[dict[str, Any]] = []
+    keys = sorted({(k.scenario, k.clients) for k in knees})
+    for scenario, clients in keys:
+        group = [k for k in knees if k.scenario == scenario and k.clients == clients]
+        servers = list(dict.fromkeys(k.server for k in group))
+        by_run: dict[int, dict[str, Knee]] = {}
+        for k in group:
+            by_run.setdefault(k.run, {})[k.server] = k
+        for name in servers:
+            mine = [k for k in group if k.server == name and not k.error]
+            ratios = [
+                run[reference].knee / run[name].knee
+                for run in by_run.values()
+                if reference in run
+                and name in run
+                and run[name].knee > 0
+                and not run[reference].error
+            ]
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "clients": clients,
+                    "server": name,
+                    "runs": len(mine),
+                    "knee": _median([k.knee for k in mine]),
+                    "peak": _median([k.peak for k in mine]),
+                    "p50_ms": _median([k.p50_ms for k in mine if k.p50_ms >= 0]),
+                    "p99_ms": _median([k.p99_ms for k in mine if k.p99_ms >= 0]),
+                    "server_cpu": _median([k.server_cpu for k in mine]),
+                    "gen_cpu": _median([k.gen_cpu for k in mine]),
+                    "ratios": ratios,
+                    "ratio": _median(ratios),
+                    "errors": [k.error for k in group if k.server == name and k.error],
+                }
+            )
+    return rows
+
+
+def to_json(knees: Sequence[Knee]) -> list[dict[str, Any]]:
+    return [asdict(k) for k in knees]
