@@ -106,7 +106,19 @@ def server_config(*, secret: str, api_key: str, development: bool = False) -> di
                     "allow_publish_for_subscriber": True,
                     "allow_history_for_subscriber": True,
                     "allow_history_for_client": True,
-                }
+                },
+                # Pattern subscriptions (test_patterns.py): hierarchical names such as
+                # radio:station.12.news, one history stream for the whole namespace.
+                {
+                    "name": "radio",
+                    "allow_patterns": True,
+                    "history_size": 1000,
+                    "history_ttl": "300s",
+                    "force_recovery": True,
+                    "allow_subscribe_for_client": True,
+                    "allow_history_for_subscriber": True,
+                    "allow_history_for_client": True,
+                },
             ],
         },
         "log": {"level": "debug"},
