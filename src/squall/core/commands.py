@@ -223,6 +223,9 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
         subs=subs or None,
         ping=max(1, round(ping)) if ping > 0 and not session.transport.unidirectional else 0,
         pong=session.conn.pong_expected,
+        # Emulation transports route later commands by {session, node} (server/emulation.py).
+        session=session.session_id,
+        node=node.id if session.transport.emulation else "",
         time=int(now * 1000) if client_settings.connect_include_server_time else 0,
     )
     session.send(proto.encode_reply(command.id, result))

@@ -76,6 +76,7 @@ class Session:
         "headers",
         "node",
         "remote_addr",
+        "session_id",
         "subscriptions",
         "transport",
         "user",
@@ -91,6 +92,7 @@ class Session:
         client_id: ClientId,
         headers: Mapping[str, str] | None = None,
         remote_addr: str = "",
+        session_id: str = "",
     ) -> None:
         self.node = node
         self.transport = transport
@@ -98,6 +100,9 @@ class Session:
         self.client_id = client_id
         self.headers: Mapping[str, str] = headers or {}
         self.remote_addr = remote_addr
+        # Emulation and unidirectional transports: the unguessable id that /emulation routes
+        # commands by (sent in ConnectResult.session); "" for the others.
+        self.session_id = session_id
         self.user = UserId("")
         self.conn_info: RawJSON | None = None
         self.expire_at = 0  # Unix seconds; 0: never expires

@@ -8,6 +8,8 @@
 | ``GET /metrics`` | Prometheus text format (``prometheus.enabled``) |
 | ``GET /`` and ``GET /dev/token`` | demo page and its token endpoint (``development`` only) |
 | ``<prefix>/...`` | SockJS applications mounted with ``App.sockjs(prefix)`` |
+| ``/connection/sockjs/...`` | Centrifugo protocol over SockJS, see server/centrifuge_sockjs.py |
+| ``/connection/{http_stream,sse,uni_*}``, ``/emulation`` | see server/stream_routes.py |
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import logging
 import time
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -26,14 +28,17 @@ from squall.core.metrics import CONTENT_TYPE_LATEST
 from squall.errors import Disconnect
 from squall.protocol import handshake
 from squall.server.api import handle_api
+from squall.server.centrifuge_sockjs import CentrifugeSockJS
 from squall.server.http import HttpConnection
 from squall.server.http_types import Request, Response
 from squall.server.origin import OriginChecker
 from squall.server.sockjs import SockJSServer
+from squall.server.stream_routes import StreamRoutes
 from squall.server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
     from squall.core.node import Node
+    from squall.core.session import Session
 
 __all__ = ["OpenTransports", "Router"]
 
@@ -42,11 +47,20 @@ logger = logging.getLogger("squall.http")
 _JSON = "application/json"
 
 
+class _OpenTransport(Protocol):
+    """What shutdown needs from an open connection (WebSocket, streams)."""
+
+    @property
+    def session(self) -> Session | None: ...
+
+    def abort(self) -> None: ...
+
+
 class OpenTransports:
     """The upgraded (non-HTTP) connections still open, so shutdown can wait for them."""
 
     def __init__(self) -> None:
-        self._open: set[WebSocketConnection] = set()
+        self._open: set[_OpenTransport] = set()
         self._empty: asyncio.Event | None = None
 
     def disconnect_all(self, disconnect: Disconnect) -> None:
@@ -60,10 +74,10 @@ class OpenTransports:
         for transport in list(self._open):
             transport.abort()
 
-    def add(self, transport: WebSocketConnection) -> None:
+    def add(self, transport: _OpenTransport) -> None:
         self._open.add(transport)
 
-    def discard(self, transport: WebSocketConnection) -> None:
+    def discard(self, transport: _OpenTransport) -> None:
         self._open.discard(transport)
         if not self._open and self._empty is not None:
             self._empty.set()
@@ -88,13 +102,18 @@ class Router:
         self.api = ServerAPI(node)
         self.origins = OriginChecker(self.settings.client.allowed_origins)
         self._demo_page: bytes | None = None
+        self.streams = StreamRoutes(node, self.origins, self.transports)
         self.sockjs: list[SockJSServer] = []
         """Mounted SockJS applications, matched by path prefix in order."""
+        self.centrifuge_sockjs = CentrifugeSockJS(node, self.transports)
+        """``/connection/sockjs``: the Centrifugo client protocol over SockJS."""
 
     async def __call__(self, request: Request, conn: HttpConnection) -> Response | None:
         path = request.path
         if path == "/connection/websocket":
             return self.websocket(request, conn)
+        if path in self.streams.paths:
+            return await self.streams.handle(request, conn)
         if path == "/api" or path.startswith("/api/"):
             return await handle_api(
                 request,
@@ -112,6 +131,8 @@ class Router:
                 return Response(200, self.demo_page(), "text/html; charset=utf-8")
             if path == "/dev/token":
                 return self.dev_token(request)
+        if self.centrifuge_sockjs.matches(path):
+            return await self.centrifuge_sockjs.handle(request, conn)
         for mount in self.sockjs:
             if mount.matches(path):
                 return await mount.handle(request, conn)
