@@ -74,6 +74,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         repeats=repeats,
         duration=args.duration,
         warmup=args.warmup,
+        nice=args.nice,
     )
     total = (
         repeats
@@ -151,6 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--repeats", type=int, help="runs per point (default 1 quick, 3 full)")
     m.add_argument("--duration", type=float, default=3.0, help="measured seconds per level")
     m.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    m.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the server and generator (e.g. -10 on a shared machine; root only)",
+    )
     m.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md goes")
     lg = sub.add_parser("loadgen", help="build the generator and pass arguments to it")
     lg.add_argument("args", nargs=argparse.REMAINDER)

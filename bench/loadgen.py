@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOADGEN_SOURCE", "LoadgenError", "Result", "build", "run"]
+__all__ = ["LOADGEN_SOURCE", "LoadgenError", "Result", "build", "pinned", "run"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 LOADGEN_SOURCE = BENCH_DIR / "loadgen" / "loadgen.c"
@@ -53,6 +53,15 @@ class Result:
         return float(self.raw["server_cpu"])
 
 
+def pinned(cmd: list[str], *, cpu: int | None, nice: int = 0) -> list[str]:
+    """`cmd` run at `nice` (negative needs root) and pinned to `cpu` (taskset), when asked."""
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    return cmd
+
+
 def build(output: Path | None = None, *, compiler: str | None = None) -> Path:
     """Compile the generator with the system C compiler (``cc``, or $CC) when the binary is
     missing or older than its source; return the binary's path."""
@@ -75,12 +84,12 @@ def run(
     args: Sequence[str],
     *,
     cpu: int | None = None,
+    nice: int = 0,
     timeout: float = 600.0,
 ) -> Result:
-    """Run the generator once (pinned to `cpu` with taskset when given) and parse its line."""
-    cmd = [str(binary), *args]
-    if cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(cpu), *cmd]
+    """Run the generator once (pinned to `cpu` with taskset when given, at `nice`) and parse
+    its line."""
+    cmd = pinned([str(binary), *args], cpu=cpu, nice=nice)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

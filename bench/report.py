@@ -86,7 +86,10 @@ def write_results(
         "under overload (latency regardless); ratio: Squall's knee / this server's knee, "
         "median of per-run ratios (each from one run, never across runs).",
         "- CPU columns: cores used by the server and by the generator during the peak probe; "
-        "a generator near 1.0 would mean the generator, not the server, limited the run.",
+        "a generator near 1.0 would mean the generator, not the server, limited the run. "
+        "other load: the most CPU (cores) other processes took on those two CPUs during a "
+        "kept measurement (a disturbed measurement is retaken up to 3 times; this machine is "
+        "shared).",
         "",
         "Servers:",
         "",
@@ -104,9 +107,9 @@ def write_results(
         lines += [f"## {titles.get(scenario, scenario)}", ""]
         lines.append(
             "| N | server | runs | knee msg/s | p50 ms | p99 ms | peak msg/s | server CPU "
-            "| gen CPU | squall / server | per-run ratios |"
+            "| gen CPU | other load | squall / server | per-run ratios |"
         )
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
             if r["scenario"] != scenario:
                 continue
@@ -115,7 +118,7 @@ def write_results(
             lines.append(
                 f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
                 f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {_fmt(r['peak'])} "
-                f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} "
+                f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
                 f"| {r['ratio']:.2f} | {ratios} |"
             )
         lines.append("")

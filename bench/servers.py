@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.loadgen import pinned
+
 __all__ = [
     "SERVERS",
     "RunningServer",
@@ -233,17 +235,15 @@ def _wait_listening(server: RunningServer, timeout: float) -> None:
 
 @contextlib.contextmanager
 def start(
-    spec: ServerSpec, *, cpu: int | None = 0, timeout: float = 30.0
+    spec: ServerSpec, *, cpu: int | None = 0, nice: int = 0, timeout: float = 30.0
 ) -> Iterator[RunningServer]:
-    """Run `spec` (pinned to `cpu`) on a free port until the block ends."""
+    """Run `spec` (pinned to `cpu`, at `nice`) on a free port until the block ends."""
     if spec.setup is not None:
         spec.setup()
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
         scratch = Path(tmp)
         port = free_port()
-        cmd = spec.command(port, scratch)
-        if cpu is not None and shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(cpu), *cmd]
+        cmd = pinned(spec.command(port, scratch), cpu=cpu, nice=nice)
         log = scratch / "server.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:

@@ -207,6 +207,27 @@ static double cpu_pid(int pid) {
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Busy seconds of each CPU so far (all processes), from /proc/stat; returns the CPU count. */
+#define MAX_CPUS 64
+static int cpu_busy(double *busy) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    char line[512];
+    int n = 0;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    while (fgets(line, sizeof line, f) && n < MAX_CPUS) {
+        if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9') continue;
+        unsigned long long v[10] = {0};
+        int k = sscanf(line + 3, "%*d %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                       &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+        if (k < 4) continue;
+        /* user nice system idle iowait irq softirq steal: busy = all but idle and iowait */
+        busy[n++] = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;
+    }
+    fclose(f);
+    return n;
+}
+
 /* ---- output ---- */
 
 static void set_events(conn_t *c) {
@@ -742,6 +763,8 @@ int main(int argc, char **argv) {
 
     /* ---- load phase ---- */
     double cpu0 = 0, cpu1 = 0, scpu0 = 0, scpu1 = 0;
+    double busy0[MAX_CPUS] = {0}, busy1[MAX_CPUS] = {0};
+    int ncpu = 0;
     int64_t w0 = 0, w1 = 0;
     uint64_t expected = 0;
     int deterministic = o_count >= 0 || o_api_count >= 0;
@@ -752,6 +775,7 @@ int main(int argc, char **argv) {
         w0 = start;
         cpu0 = cpu_self();
         scpu0 = cpu_pid(o_server_pid);
+        ncpu = cpu_busy(busy0);
         if (fanout) {
             int left = o_api_count;
             while (left > 0 && now_ns() < start + (int64_t)(o_drain_timeout * 1e9)) {
@@ -782,6 +806,7 @@ int main(int argc, char **argv) {
                 w0 = now;
                 cpu0 = cpu_self();
                 scpu0 = cpu_pid(o_server_pid);
+                ncpu = cpu_busy(busy0);
             }
             if (now >= end) break;
             uint64_t due = (uint64_t)((double)(now - start) / 1e9 * total_rate);
@@ -819,6 +844,7 @@ int main(int argc, char **argv) {
     w1 = now_ns();
     cpu1 = cpu_self();
     scpu1 = cpu_pid(o_server_pid);
+    cpu_busy(busy1);
     uint64_t in_window = window_recv;
     if (!deterministic) measuring = 0;
 
@@ -829,6 +855,7 @@ int main(int argc, char **argv) {
         w1 = now_ns();
         cpu1 = cpu_self();
         scpu1 = cpu_pid(o_server_pid);
+        cpu_busy(busy1);
         in_window = window_recv;
     }
 
@@ -847,7 +874,7 @@ int main(int argc, char **argv) {
            "\"delivered_per_s\":%.1f,\"sent_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"samples\":%llu,"
            "\"min_per_client\":%llu,\"max_per_client\":%llu,\"errors\":%llu,"
-           "\"send_backlogged\":%llu,\"gen_cpu\":%.3f,\"server_cpu\":%.3f}\n",
+           "\"send_backlogged\":%llu,\"gen_cpu\":%.3f,\"server_cpu\":%.3f,",
            o_clients, connected, n_ready, n_failed, n_closed_after_ready, connect_s, window,
            (unsigned long long)total_sent, (unsigned long long)api_sent,
            (unsigned long long)api_ok, (unsigned long long)api_err,
@@ -860,6 +887,11 @@ int main(int argc, char **argv) {
            (unsigned long long)total_errors, (unsigned long long)send_backlogged,
            window > 0 ? (cpu1 - cpu0) / window : 0.0,
            (o_server_pid > 0 && window > 0) ? (scpu1 - scpu0) / window : -1.0);
+    /* how busy each CPU was over the window, all processes: shows interference */
+    printf("\"cpu_busy\":[");
+    for (int i = 0; i < ncpu; i++)
+        printf("%s%.3f", i ? "," : "", window > 0 ? (busy1[i] - busy0[i]) / window : 0.0);
+    printf("]}\n");
     fflush(stdout);
     return 0;
 }
