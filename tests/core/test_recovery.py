@@ -385,3 +385,28 @@ async def test_reject_unrecovered_flag_turns_recovered_false_into_error_112() ->
     assert node.hub.num_subscribers(CHANNEL) == 0
     # Once it reloaded its state, the client subscribes normally.
     assert (await subscribe(c))["offset"] == 1
+
+
+async def test_server_side_subscriptions_recover_at_connect() -> None:
+    from squall import tokens
+    from tests.core.conftest import SECRET
+
+    node = recovering_node()
+    token = tokens.make_connection_token(SECRET, "7", channels=[CHANNEL])
+    c = Client(node)
+    first = (await c.connect(token=token))["connect"]["subs"][CHANNEL]
+    assert first["recoverable"] is True
+    await publish(node, 1)
+    assert pub_offsets(c) == [1]
+    c.session.connection_lost(None)
+    await c.settle()
+    for n in (2, 3):
+        await publish(node, n)
+    again = Client(node)
+    subs = {CHANNEL: {"recover": True, "epoch": first["epoch"], "offset": 1}}
+    result = (await again.connect(token=token, subs=subs))["connect"]["subs"][CHANNEL]
+    assert result["recovered"] is True
+    assert result["was_recovering"] is True
+    assert [p["offset"] for p in result["publications"]] == [2, 3]
+    await publish(node, 4)
+    assert pub_offsets(again) == [4]

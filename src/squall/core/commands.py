@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -180,21 +181,40 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     session.conn_info = info
     session.expire_at = expire_at
     client_info = session.client_info()
-    prepared: list[tuple[Channel, ChannelOptions]] = []
-    for name in channels:
-        try:
-            opts = node.channels.options(name)
-        except ReplyError as exc:
-            logger.warning(
-                "! client %s: skipping server-side channel %r: %s",
-                session.client_id,
-                name,
-                exc.message,
-            )
-            continue
-        channel = Channel(name)
-        if await subscriptions.prepare(session, channel, presence=opts.presence, info=client_info):
-            prepared.append((channel, opts))
+    prepared: list[_ServerSub] = []
+    try:
+        for name in channels:
+            try:
+                opts = node.channels.options(name)
+            except ReplyError as exc:
+                logger.warning(
+                    "! client %s: skipping server-side channel %r: %s",
+                    session.client_id,
+                    name,
+                    exc.message,
+                )
+                continue
+            channel = Channel(name)
+            if not await subscriptions.prepare(
+                session, channel, presence=opts.presence, info=client_info
+            ):
+                continue
+            # Server-side subscriptions are recoverable or positioned only by namespace option;
+            # the client sends its positions back in ConnectRequest.subs when it reconnects.
+            sub_req = (req.subs or {}).get(name) or proto.SubscribeRequest(channel=name)
+            has_history = node.channels.history(channel) is not None
+            recoverable = has_history and opts.force_recovery
+            sub = _ServerSub(channel, opts, sub_req, recoverable)
+            prepared.append(sub)
+            if recoverable or (has_history and opts.force_positioning):
+                sub.read = await _read_positioned(session, channel, sub_req, opts, recoverable)
+    finally:
+        if session.closed:
+            for sub in prepared:
+                subscriptions.stop_buffering(session, sub.channel)
+                await asyncio.shield(
+                    subscriptions.abandon(session, sub.channel, presence=sub.opts.presence)
+                )
     if session.closed:
         return None
 
@@ -203,15 +223,25 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     node.metrics.connection_opened(session.transport.name)
     session.conn.connected(node.loop_time())
     subs: dict[str, proto.SubscribeResult] = {}
-    for channel, opts in prepared:
+    for sub in prepared:
+        opts = sub.opts
+        sub_result = subs[sub.channel] = proto.SubscribeResult()
+        if sub.read is not None:
+            _apply_position(
+                session, sub.channel, sub.req, opts, sub.recoverable, sub.read, sub_result
+            )
+            node.track_position(sub.channel, sub_result.offset)
         # Server-side subscribers get join/leave pushes only when forced (as in Centrifugo).
         node.hub.subscribe(
-            channel, session, join_leave=opts.join_leave and opts.force_push_join_leave
+            sub.channel, session, join_leave=opts.join_leave and opts.force_push_join_leave
         )
-        session.subscriptions[channel] = Subscription(
-            channel, presence=opts.presence, join_leave=opts.join_leave, server_side=True
+        session.subscriptions[sub.channel] = Subscription(
+            sub.channel,
+            presence=opts.presence,
+            join_leave=opts.join_leave,
+            server_side=True,
+            positioned=sub.read is not None,
         )
-        subs[channel] = proto.SubscribeResult()
     now = node.wall_time()
     ping = client_settings.ping_interval
     result = proto.ConnectResult(
@@ -230,9 +260,20 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     )
     session.send(proto.encode_reply(command.id, result))
     session._reschedule()
-    for channel, _ in prepared:
-        await subscriptions.announce_join(session, channel, client_info)
+    for sub in prepared:
+        await subscriptions.announce_join(session, sub.channel, client_info)
     return None
+
+
+@dataclass(slots=True)
+class _ServerSub:
+    """A server-side subscription being set up at connect."""
+
+    channel: Channel
+    opts: ChannelOptions
+    req: proto.SubscribeRequest
+    recoverable: bool
+    read: tuple[list[Publication], StreamPosition, bool] | None = None
 
 
 async def _refresh(session: Session, command: proto.Command) -> bytes:
@@ -369,38 +410,18 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     if req.recover:
         result.was_recovering = True  # even when recovery is not granted (client.go)
     if positioned:
-        subscriptions.start_buffering(session, channel)
-        try:
-            pubs, top, recovered = await _read_stream(session, channel, req, opts, recoverable)
-        except BaseException:
-            subscriptions.stop_buffering(session, channel)
-            await asyncio.shield(subscriptions.abandon(session, channel, presence=opts.presence))
-            raise
+        read = await _read_positioned(session, channel, req, opts, recoverable)
         if session.closed:
             await subscriptions.abandon(session, channel, presence=opts.presence)
             return None
-        if req.recover and recoverable and not recovered and req.flag & FLAG_REJECT_UNRECOVERED:
+        if req.recover and recoverable and not read[2] and req.flag & FLAG_REJECT_UNRECOVERED:
             # The client reloads its state itself (getState / get_state) on error 112.
             subscriptions.stop_buffering(session, channel)
             await subscriptions.abandon(session, channel, presence=opts.presence)
             raise ReplyError.unrecoverable_position()
         # From here to the reply nothing awaits: the buffered publications and the live ones
         # that follow join without a gap or a duplicate.
-        buffered = subscriptions.stop_buffering(session, channel)
-        pubs, offset, whole = recovery.merge(
-            pubs, buffered, top.offset, contiguous=not opts.allow_patterns
-        )
-        if not whole:
-            await subscriptions.abandon(session, channel, presence=opts.presence)
-            raise Disconnect.insufficient_state()
-        result.positioned = True
-        result.recoverable = recoverable
-        result.epoch = top.epoch
-        result.offset = offset
-        if req.recover and recoverable:
-            result.recovered = recovered
-        in_pattern = node.channels.pattern(req.channel, opts) is not None
-        result.publications = [publication_msg(p, in_pattern=in_pattern) for p in pubs] or None
+        _apply_position(session, channel, req, opts, recoverable, read, result)
     subscriptions.commit(
         session,
         channel,
@@ -413,6 +434,55 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     )
     await subscriptions.announce_join(session, channel, client_info)
     return None
+
+
+async def _read_positioned(
+    session: Session,
+    channel: Channel,
+    req: proto.SubscribeRequest,
+    opts: ChannelOptions,
+    recoverable: bool,
+) -> tuple[list[Publication], StreamPosition, bool]:
+    """Buffer the channel's publications for the session and read its stream (see
+    _read_stream). On failure everything is undone; on success the caller must call
+    :func:`_apply_position` without awaiting in between."""
+    subscriptions.start_buffering(session, channel)
+    try:
+        return await _read_stream(session, channel, req, opts, recoverable)
+    except BaseException:
+        subscriptions.stop_buffering(session, channel)
+        await asyncio.shield(subscriptions.abandon(session, channel, presence=opts.presence))
+        raise
+
+
+def _apply_position(
+    session: Session,
+    channel: Channel,
+    req: proto.SubscribeRequest,
+    opts: ChannelOptions,
+    recoverable: bool,
+    read: tuple[list[Publication], StreamPosition, bool],
+    result: proto.SubscribeResult,
+) -> None:
+    """Merge what was buffered after the stream read and fill the subscribe result (position,
+    recovered publications). Synchronous: the session joins the hub right after."""
+    pubs, top, recovered = read
+    buffered = subscriptions.stop_buffering(session, channel)
+    pubs, offset, whole = recovery.merge(
+        pubs, buffered, top.offset, contiguous=not opts.allow_patterns
+    )
+    if not whole:
+        session.node.spawn(subscriptions.abandon(session, channel, presence=opts.presence))
+        raise Disconnect.insufficient_state()
+    result.positioned = True
+    result.recoverable = recoverable
+    result.epoch = top.epoch
+    result.offset = offset
+    if req.recover and recoverable:
+        result.was_recovering = True
+        result.recovered = recovered
+    in_pattern = session.node.channels.pattern(channel, opts) is not None
+    result.publications = [publication_msg(p, in_pattern=in_pattern) for p in pubs] or None
 
 
 async def _read_stream(
