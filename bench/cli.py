@@ -16,6 +16,7 @@ import resource
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -98,28 +99,22 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
             report=progress.console.print,
             advance=lambda: progress.advance(task),
         )
-    rows = matrix.summarize(knees)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"rows": rows, "knees": matrix.to_json(knees)}, indent=1)
-    )
-    plot_name = "results.png" if report.plot(out / "results.png", rows) else None
     versions = {}
     for name in servers:
         try:
             versions[name] = SERVERS[name].versions()
         except Exception as exc:  # a version lookup must not lose the results
             versions[name] = {"version": f"unknown ({exc})"}
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report.write_results(
-        out / "RESULTS.md",
-        command=command,
-        rows=rows,
-        versions=versions,
-        descriptions={name: SERVERS[name].description for name in servers},
-        plot_name=plot_name,
-    )
+    saved = {
+        "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "machine": report.machine(),
+        "versions": versions,
+        "knees": matrix.to_json(knees),
+    }
+    (out / "results.json").write_text(json.dumps(saved, indent=1))
+    rows = _render(saved, out)
     for r in rows:
         console.print(
             f"{r['scenario']:9} N={r['clients']:<6} {r['server']:12} knee {r['knee']:>10,.0f}/s "
@@ -127,6 +122,25 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"wrote {out / 'RESULTS.md'}")
     return 0
+
+
+def _render(saved: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """RESULTS.md and results.png in `out` from a results.json's content."""
+    knees = [matrix.knee_from_json(k) for k in saved["knees"]]
+    rows = matrix.summarize(knees)
+    plot_name = "results.png" if report.plot(out / "results.png", rows) else None
+    names = list(dict.fromkeys(k.server for k in knees))
+    report.write_results(
+        out / "RESULTS.md",
+        command=saved["command"],
+        rows=rows,
+        versions=saved["versions"],
+        descriptions={n: SERVERS[n].description if n in SERVERS else n for n in names},
+        plot_name=plot_name,
+        info=saved["machine"],
+        notes=(out / "NOTES-results.md").read_text() if (out / "NOTES-results.md").exists() else "",
+    )
+    return rows
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -159,12 +173,18 @@ def main(argv: list[str] | None = None) -> None:
         help="niceness of the server and generator (e.g. -10 on a shared machine; root only)",
     )
     m.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md goes")
+    rp = sub.add_parser("report", help="write RESULTS.md and the plot again from results.json")
+    rp.add_argument("--output", type=Path, default=BENCH_DIR)
     lg = sub.add_parser("loadgen", help="build the generator and pass arguments to it")
     lg.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "matrix":
         sys.exit(_matrix(args, console))
+    if args.command == "report":
+        _render(json.loads((args.output / "results.json").read_text()), args.output)
+        console.print(f"wrote {args.output / 'RESULTS.md'}")
+        return
     raise_nofile()
     binary = loadgen.build()
     extra = [a for a in args.args if a != "--"]

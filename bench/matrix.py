@@ -32,8 +32,10 @@ __all__ = [
     "Knee",
     "Level",
     "MatrixConfig",
+    "knee_from_json",
     "run_matrix",
     "summarize",
+    "to_json",
 ]
 
 P99_LIMIT_MS = 100.0
@@ -302,6 +304,14 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
             by_run.setdefault(k.run, {})[k.server] = k
         for name in servers:
             mine = [k for k in group if k.server == name and not k.error]
+            peak_ratios = [
+                run[reference].peak / run[name].peak
+                for run in by_run.values()
+                if reference in run
+                and name in run
+                and run[name].peak > 0
+                and not run[reference].error
+            ]
             ratios = [
                 run[reference].knee / run[name].knee
                 for run in by_run.values()
@@ -325,6 +335,8 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
                     "disturbance": max([k.disturbance for k in mine], default=0.0),
                     "ratios": ratios,
                     "ratio": _median(ratios),
+                    "peak_ratios": peak_ratios,
+                    "peak_ratio": _median(peak_ratios),
                     "errors": [k.error for k in group if k.server == name and k.error],
                 }
             )
@@ -333,3 +345,9 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
 
 def to_json(knees: Sequence[Knee]) -> list[dict[str, Any]]:
     return [asdict(k) for k in knees]
+
+
+def knee_from_json(data: dict[str, Any]) -> Knee:
+    fields = dict(data)
+    fields["levels"] = [Level(**level) for level in data.get("levels", [])]
+    return Knee(**fields)

@@ -66,9 +66,11 @@ def write_results(
     versions: Mapping[str, Mapping[str, str]],
     descriptions: Mapping[str, str],
     plot_name: str | None,
+    info: Mapping[str, str] | None = None,
     notes: str = "",
 ) -> None:
-    info = machine()
+    """Write RESULTS.md; `info` is :func:`machine` as saved with the results."""
+    info = info or machine()
     lines = [
         "# Benchmark results",
         "",
@@ -107,19 +109,21 @@ def write_results(
         lines += [f"## {titles.get(scenario, scenario)}", ""]
         lines.append(
             "| N | server | runs | knee msg/s | p50 ms | p99 ms | peak msg/s | server CPU "
-            "| gen CPU | other load | squall / server | per-run ratios |"
+            "| gen CPU | other load | squall / server (knee) | per-run | squall / server (peak) "
+            "| per-run |"
         )
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
         for r in rows:
             if r["scenario"] != scenario:
                 continue
             ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
+            peak_ratios = ", ".join(f"{x:.2f}" for x in r["peak_ratios"])
             err = f" (error: {r['errors'][0][:80]})" if r["errors"] else ""
             lines.append(
                 f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
                 f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {_fmt(r['peak'])} "
                 f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
-                f"| {r['ratio']:.2f} | {ratios} |"
+                f"| {r['ratio']:.2f} | {ratios} | {r['peak_ratio']:.2f} | {peak_ratios} |"
             )
         lines.append("")
     if plot_name:
