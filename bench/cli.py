@@ -138,7 +138,7 @@ def _render(saved: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         descriptions={n: SERVERS[n].description if n in SERVERS else n for n in names},
         plot_name=plot_name,
         info=saved["machine"],
-        notes=(out / "NOTES-results.md").read_text() if (out / "NOTES-results.md").exists() else "",
+        notes=(out / "PROFILE.md").read_text() if (out / "PROFILE.md").exists() else "",
     )
     return rows
 
