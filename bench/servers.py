@@ -145,6 +145,53 @@ def _raw_versions() -> dict[str, str]:
     return {"uvloop": version("uvloop")}
 
 
+VENV_PYTHON = VENV_DIR / "bin" / "python"
+REQUIREMENTS = PEERS_DIR / "requirements.txt"
+
+
+def _venv() -> None:
+    """Create bench/.venv and install bench/peers/requirements.txt into it (once per change
+    of that file): the Python peers never touch the project's environment."""
+    stamp = VENV_DIR / ".requirements-installed"
+    if stamp.exists() and stamp.stat().st_mtime >= REQUIREMENTS.stat().st_mtime:
+        return
+    if not VENV_PYTHON.exists():
+        proc = subprocess.run(
+            [sys.executable, "-m", "venv", str(VENV_DIR)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise ServerError(f"python -m venv {VENV_DIR} failed:\n{proc.stderr}")
+    proc = subprocess.run(
+        [str(VENV_PYTHON), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise ServerError(f"pip install -r {REQUIREMENTS} failed:\n{proc.stderr}")
+    stamp.touch()
+
+
+def _venv_command(script: str) -> Callable[[int, Path], list[str]]:
+    def command(port: int, scratch: Path) -> list[str]:
+        return [str(VENV_PYTHON), str(PEERS_DIR / script), "--port", str(port)]
+
+    return command
+
+
+def _venv_versions(*packages: str) -> Callable[[], dict[str, str]]:
+    def versions() -> dict[str, str]:
+        code = (
+            "import sys, importlib.metadata as m; "
+            "print(' '.join(m.version(p) for p in sys.argv[1:]))"
+        )
+        out = subprocess.run(
+            [str(VENV_PYTHON), "-c", code, *packages], capture_output=True, text=True
+        ).stdout.split()
+        return dict(zip(packages, out, strict=False))
+
+    return versions
+
+
 def _npm_ci() -> None:
     if (NODE_DIR / "node_modules" / ".package-lock.json").exists():
         return
@@ -203,6 +250,28 @@ SERVERS: dict[str, ServerSpec] = {
             "bare uvloop Protocol: frame once, one transport.write per client (the ceiling)",
             _raw_command,
             versions=_raw_versions,
+        ),
+        ServerSpec(
+            "websockets",
+            "websockets (asyncio API, uvloop): websockets.broadcast",
+            _venv_command("websockets_server.py"),
+            api=False,
+            setup=_venv,
+            versions=_venv_versions("websockets", "uvloop"),
+        ),
+        ServerSpec(
+            "aiohttp",
+            "aiohttp (uvloop): await send_str per client",
+            _venv_command("aiohttp_server.py"),
+            setup=_venv,
+            versions=_venv_versions("aiohttp", "uvloop"),
+        ),
+        ServerSpec(
+            "starlette",
+            "Starlette on uvicorn (uvloop, httptools, websockets): await send_text per client",
+            _venv_command("starlette_server.py"),
+            setup=_venv,
+            versions=_venv_versions("starlette", "uvicorn", "websockets"),
         ),
         ServerSpec(
             "node-ws",
