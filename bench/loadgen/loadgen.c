@@ -5,6 +5,13 @@
  *   --proto centrifugo : {"id":1,"connect":{}} (anonymous), subscribe to --channel, publish
  *                        {"lg_ts":<ns>,"c":<client>} into it; answers server pings {} with {}.
  *   --proto plain      : sends the same JSON object as a text frame; the peer broadcasts it.
+ *   --proto socketio   : Engine.IO 4 / Socket.IO 5 over WebSocket (path
+ *                        /socket.io/?EIO=4&transport=websocket): waits for the open packet,
+ *                        connects to "/" ("40"), emits 42["msg",{...}], answers pings "2"
+ *                        with "3".
+ *   --proto sockjs     : SockJS raw session over WebSocket (path <prefix>/<server>/<session>/
+ *                        websocket, the session part is made unique per client): waits for
+ *                        "o", sends ["<json>"], counts messages in a[...] frames.
  * Every delivered message carries "lg_ts" (CLOCK_MONOTONIC ns, same machine), so each reception
  * gives one latency sample. Every frame is read (buffers grow; nothing is dropped unread).
  *
@@ -38,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { PROTO_CENTRIFUGO, PROTO_PLAIN };
+enum { PROTO_CENTRIFUGO, PROTO_PLAIN, PROTO_SOCKETIO, PROTO_SOCKJS };
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_CONNECT_SENT, ST_SUBSCRIBE_SENT, ST_READY, ST_CLOSED };
 
 typedef struct {
@@ -315,6 +322,13 @@ static void publish(conn_t *c) {
                      "{\"id\":%llu,\"publish\":{\"channel\":\"%s\",\"data\":{\"lg_ts\":%lld,"
                      "\"c\":%d,\"p\":\"%s\"}}}",
                      (unsigned long long)c->next_id++, o_channel, (long long)t, c->idx, pad);
+    } else if (o_proto == PROTO_SOCKETIO) {
+        n = snprintf(msg, sizeof msg, "42[\"msg\",{\"lg_ts\":%lld,\"c\":%d,\"p\":\"%s\"}]",
+                     (long long)t, c->idx, pad);
+    } else if (o_proto == PROTO_SOCKJS) {
+        n = snprintf(msg, sizeof msg,
+                     "[\"{\\\"lg_ts\\\":%lld,\\\"c\\\":%d,\\\"p\\\":\\\"%s\\\"}\"]",
+                     (long long)t, c->idx, pad);
     } else {
         n = snprintf(msg, sizeof msg, "{\"lg_ts\":%lld,\"c\":%d,\"p\":\"%s\"}", (long long)t,
                      c->idx, pad);
@@ -328,14 +342,14 @@ static void publish(conn_t *c) {
 
 /* ---- message handling ---- */
 
+/* Next "lg_ts" key at or after p, or NULL; returns the position just after the name. The
+ * key may be quoted plainly ("lg_ts") or inside a JSON string (\"lg_ts\", SockJS). */
 static const char *find_ts(const char *p, const char *end) {
-    static const char key[] = "\"lg_ts\"";
-    size_t kl = sizeof key - 1;
-    while (p + kl <= end) {
-        const char *q = memchr(p, '"', (size_t)(end - p));
-        if (!q || q + kl > end) return NULL;
-        if (memcmp(q, key, kl) == 0) return q + kl;
-        p = q + 1;
+    while (p + 5 <= end) {
+        const char *q = memmem(p, (size_t)(end - p), "lg_ts", 5);
+        if (!q) return NULL;
+        if (q > p && q[-1] == '"') return q + 5;
+        p = q + 5;
     }
     return NULL;
 }
@@ -361,7 +375,7 @@ static void handle_line(conn_t *c, const char *p, const char *end, int64_t now) 
     int seen = 0;
     const char *q = p;
     while ((q = find_ts(q, end)) != NULL) {
-        while (q < end && (*q == ':' || *q == ' ')) q++;
+        while (q < end && (*q == ':' || *q == ' ' || *q == '"' || *q == '\\')) q++;
         long long ts = strtoll(q, NULL, 10);
         seen++;
         c->received++;
@@ -401,8 +415,45 @@ static void handle_line(conn_t *c, const char *p, const char *end, int64_t now) 
     }
 }
 
+static void handle_socketio(conn_t *c, const char *p, size_t n, int64_t now) {
+    if (n == 1 && p[0] == '2') { /* Engine.IO ping -> pong */
+        send_text(c, "3", 1);
+    } else if (n >= 1 && p[0] == '0' && c->state == ST_CONNECT_SENT) { /* open -> connect */
+        c->state = ST_SUBSCRIBE_SENT;
+        send_text(c, "40", 2);
+    } else if (n >= 2 && p[0] == '4' && p[1] == '0' && c->state == ST_SUBSCRIBE_SENT) {
+        on_ready(c);
+    } else if (n >= 2 && p[0] == '4' && p[1] == '4') { /* connect_error */
+        total_errors++;
+        conn_close(c, 1);
+    } else if (n >= 1 && p[0] == '1') { /* Engine.IO close */
+        conn_close(c, 0);
+    } else {
+        handle_line(c, p, p + n, now);
+    }
+}
+
+static void handle_sockjs(conn_t *c, const char *p, size_t n, int64_t now) {
+    if (n == 0 || p[0] == 'h') return; /* heartbeat */
+    if (p[0] == 'o') {
+        if (c->state == ST_CONNECT_SENT) on_ready(c);
+    } else if (p[0] == 'c') {
+        conn_close(c, 0);
+    } else {
+        handle_line(c, p, p + n, now);
+    }
+}
+
 static void handle_message(conn_t *c, const char *p, size_t n, int64_t now) {
     const char *end = p + n;
+    if (o_proto == PROTO_SOCKETIO) {
+        handle_socketio(c, p, n, now);
+        return;
+    }
+    if (o_proto == PROTO_SOCKJS) {
+        handle_sockjs(c, p, n, now);
+        return;
+    }
     /* Centrifugo batches commands/replies/pushes separated by newlines */
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -480,11 +531,17 @@ static void start_ws(conn_t *c) {
     key[23] = '=';
     key[24] = 0;
     key[21] = b64[xorshift() & 0x30];
+    char path[512];
+    if (o_proto == PROTO_SOCKJS) /* <prefix>/<server id>/<session id>/websocket */
+        snprintf(path, sizeof path, "%s/%03d/lg%08x%06d/websocket", o_path, c->idx % 1000,
+                 xorshift(), c->idx);
+    else
+        snprintf(path, sizeof path, "%s", o_path);
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     o_path, o_host, o_port, key);
+                     path, o_host, o_port, key);
     buf_append(&c->out, req, (size_t)n);
     c->state = ST_HANDSHAKE;
     flush_out(c);
@@ -505,6 +562,8 @@ static void handle_handshake(conn_t *c, int64_t now) {
     if (o_proto == PROTO_CENTRIFUGO) {
         c->state = ST_CONNECT_SENT;
         send_text(c, "{\"id\":1,\"connect\":{}}", 21);
+    } else if (o_proto == PROTO_SOCKETIO || o_proto == PROTO_SOCKJS) {
+        c->state = ST_CONNECT_SENT; /* wait for the open packet / frame */
     } else {
         on_ready(c);
     }
@@ -656,7 +715,7 @@ static void poll_once(int timeout_ms) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--host H] [--port P] [--path /connection/websocket] [--clients N]\n"
-            "  [--proto centrifugo|plain] [--channel C] [--rate R] [--duration S] [--warmup S]\n"
+            "  [--proto centrifugo|plain|socketio|sockjs] [--channel C] [--rate R] [--duration S] [--warmup S]\n"
             "  [--count K] [--api-rate R | --api-count K] [--api-path P] [--api-key K]\n"
             "  [--api-conns N] [--connect-timeout S] [--drain-timeout S] [--max-pending N]\n"
             "  [--payload BYTES] [--server-pid PID] [--src 127.0.0.2,127.0.0.3]\n");
@@ -687,6 +746,8 @@ int main(int argc, char **argv) {
         case 'x':
             if (strcmp(optarg, "centrifugo") == 0) o_proto = PROTO_CENTRIFUGO;
             else if (strcmp(optarg, "plain") == 0) o_proto = PROTO_PLAIN;
+            else if (strcmp(optarg, "socketio") == 0) o_proto = PROTO_SOCKETIO;
+            else if (strcmp(optarg, "sockjs") == 0) o_proto = PROTO_SOCKJS;
             else usage();
             break;
         case 'c': o_channel = optarg; break;
