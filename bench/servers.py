@@ -40,6 +40,7 @@ NODE_DIR = PEERS_DIR / "node"
 VENV_DIR = BENCH_DIR / ".venv"
 API_KEY = "bench-api-key"
 CHANNEL = "bench"
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
 class ServerError(RuntimeError):
@@ -193,7 +194,9 @@ def _venv_versions(*packages: str) -> Callable[[], dict[str, str]]:
 
 
 def _npm_ci() -> None:
-    if (NODE_DIR / "node_modules" / ".package-lock.json").exists():
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
         return
     npm = shutil.which("npm")
     if npm is None:
@@ -274,11 +277,47 @@ SERVERS: dict[str, ServerSpec] = {
             versions=_venv_versions("starlette", "uvicorn", "websockets"),
         ),
         ServerSpec(
+            "python-socketio",
+            "python-socketio (ASGI) on uvicorn, WebSocket transport: sio.emit to all",
+            _venv_command("socketio_server.py"),
+            path=SOCKETIO_PATH,
+            proto="socketio",
+            setup=_venv,
+            versions=_venv_versions("python-socketio", "python-engineio", "uvicorn"),
+        ),
+        ServerSpec(
+            "sockjs-tornado",
+            "sockjs-tornado on Tornado 6 (uvloop), websocket transport: broadcast()",
+            _venv_command("sockjs_tornado_server.py"),
+            path="/echo",
+            proto="sockjs",
+            setup=_venv,
+            versions=_venv_versions("sockjs-tornado", "tornado"),
+        ),
+        ServerSpec(
             "node-ws",
             "Node ws: client.send per client",
             _node_command("ws_server.js"),
             setup=_npm_ci,
             versions=_node_versions("ws"),
+        ),
+        ServerSpec(
+            "node-socketio",
+            "Node socket.io, WebSocket transport: io.emit to all",
+            _node_command("socketio_server.js"),
+            path=SOCKETIO_PATH,
+            proto="socketio",
+            setup=_npm_ci,
+            versions=_node_versions("socket.io"),
+        ),
+        ServerSpec(
+            "node-sockjs",
+            "sockjs-node, websocket transport: conn.write per client",
+            _node_command("sockjs_server.js"),
+            path="/echo",
+            proto="sockjs",
+            setup=_npm_ci,
+            versions=_node_versions("sockjs"),
         ),
     )
 }
