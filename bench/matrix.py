@@ -16,6 +16,7 @@ is the highest delivered messages/s among the levels that stayed under the limit
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -116,6 +117,29 @@ def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
     return ["--api-rate", f"{offered / clients:.6g}", "--api-conns", "8"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, *, timeout: float = 30.0, busy: float = 0.1) -> float:
+    """Wait until the server uses less than `busy` of a core over half a second (it has
+    finished the previous level's backlog and closed its connections), at most `timeout`
+    seconds; return the seconds waited."""
+    start = time.monotonic()
+    before = _cpu_seconds(pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(0.5)
+        after = _cpu_seconds(pid)
+        if after - before < busy * 0.5:
+            break
+        before = after
+    return time.monotonic() - start
+
+
 def disturbance(result: dict[str, Any]) -> float:
     """Cores of other processes' work on the server's and the generator's CPUs during the
     window (the larger of the two): /proc/stat busy time minus the server's or the
@@ -182,6 +206,7 @@ def find_knee(
     report: Callable[[str], None],
 ) -> Knee:
     knee = Knee(server.spec.name, scenario, clients, run)
+    wait_idle(server.pid)
     probe = _measure(
         binary,
         server,
@@ -208,7 +233,7 @@ def find_knee(
     retried = False
     while fractions:
         fraction = fractions.pop(0)
-        time.sleep(0.5)  # let the server close the previous level's connections
+        wait_idle(server.pid)  # the previous level's backlog and connections are gone
         offered = knee.peak * fraction
         if offered <= 0:
             break
