@@ -150,6 +150,7 @@ class App:
                 await node.shutdown(Disconnect.shutdown())
                 for mount in self.router.sockjs:
                     mount.close_all(3001, "Server shutdown")
+                self.router.centrifuge_sockjs.close_all()
                 await server.close_idle()
                 await transports.wait_empty()
                 await server.wait_closed()
@@ -163,6 +164,7 @@ class App:
         transports.abort_all()
         for mount in self.router.sockjs:
             mount.abort_all()
+        self.router.centrifuge_sockjs.abort_all()
         self.server = None
         self.router = None
         self.node = None

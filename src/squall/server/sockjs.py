@@ -281,6 +281,9 @@ class _Session:
         self._pumping = False
         self._dirty = False
         self._opened = False
+        self.on_receiver: Callable[[bool], None] | None = None
+        """Called with True when a receiver attaches and False when it ends (the
+        Centrifugo bridge pauses its queue while no receiver can take frames)."""
 
     # SessionHandle ---------------------------------------------------------------------------
 
@@ -327,12 +330,15 @@ class _Session:
             return frames
         self.receiver = receiver
         self._pump()
+        if self.receiver is receiver and self.on_receiver is not None:
+            self.on_receiver(True)
         return None
 
     def receiver_lost(self, receiver: _Receiver) -> None:
         """`receiver` went away before it was done (client abort, network error)."""
         if self.receiver is receiver:
             self.receiver = None
+            self._receiver_ended()
             self.proto.detach(self._loop.time(), interrupted=True)
             self._pump()
 
@@ -342,6 +348,29 @@ class _Session:
             self._pump()
         return error
 
+    def _receiver_ended(self) -> None:
+        if self.on_receiver is not None:
+            self.on_receiver(False)
+
+    def write_wrapped(self, variant: object, data: bytes) -> bool | None:
+        """Write `data`, one frame already wrapped for `variant`, to the attached receiver
+        if it is of that variant and may take it now (:meth:`SockJSSession.can_send_direct`).
+
+        Returns True when written, None when no such receiver can take it now (the caller
+        keeps it), False when the receiver's queue overflowed: the caller must drop the
+        client (not from inside a broadcast loop).
+        """
+        receiver = self.receiver
+        session = self.proto
+        if receiver is None or receiver.variant != variant or not session.can_send_direct():
+            return None
+        if not receiver.write(data):
+            return False
+        session.sent_direct(len(data))
+        if session.receiver_done:
+            self._pump()
+        return True
+
     def _slow(self) -> None:
         receiver = self.receiver
         logger.info("! SockJS session %s: client too slow, dropped", self.session_id)
@@ -349,6 +378,7 @@ class _Session:
             self.server.metrics.slow_disconnect()
         if receiver is not None:
             self.receiver = None
+            self._receiver_ended()
             receiver.abort()
             self.proto.detach(self._loop.time(), interrupted=True)
         self._pump()
@@ -373,6 +403,7 @@ class _Session:
                             return
                     if session.receiver_done:
                         self.receiver = None
+                        self._receiver_ended()
                         session.detach(self._loop.time())
                         receiver.finish()
                 for event in session.events_received():
@@ -388,14 +419,14 @@ class _Session:
         if isinstance(event, proto.OpenedEvent):
             self._opened = True
             if metrics is not None:
-                metrics.connection_opened("sockjs")
+                metrics.connection_opened(f"sockjs-{self.transport}")
             self.connection._opened(self.info)
         elif isinstance(event, proto.MessageReceived):
             self.connection._received(event.message)
         elif isinstance(event, proto.ClosedEvent) and self._opened:
             self._opened = False
             if metrics is not None:
-                metrics.connection_closed("sockjs")
+                metrics.connection_closed(f"sockjs-{self.transport}")
             self.connection._closed()
 
     def _schedule(self) -> None:
@@ -641,7 +672,7 @@ class _RawWebSocket(_WebSocketBase):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.server.metrics is not None:
-            self.server.metrics.connection_opened("sockjs")
+            self.server.metrics.connection_opened("sockjs-raw_websocket")
         self.connection._opened(self.info)
 
     def message(self, data: bytes) -> None:
@@ -656,7 +687,7 @@ class _RawWebSocket(_WebSocketBase):
         if not self._ended:
             self._ended = True
             if self.server.metrics is not None:
-                self.server.metrics.connection_closed("sockjs")
+                self.server.metrics.connection_closed("sockjs-raw_websocket")
             self.connection._closed()
 
 
@@ -682,6 +713,8 @@ class SockJSServer:
         self.prefix = prefix.rstrip("/")
         self.options = options or SockJSOptions()
         self.metrics = metrics
+        # Connections are counted by transport: ``sockjs-xhr_streaming``,
+        # ``sockjs-websocket``, ``sockjs-raw_websocket``...
         self.sessions: dict[str, _Session] = {}
         self._open_sockets: set[_WebSocketBase] = set()
         self._origins = OriginChecker(self.options.allowed_origins)
