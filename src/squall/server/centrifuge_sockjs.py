@@ -272,9 +272,13 @@ class SockJSTransport:
         if self._dropping:
             return
         self._dropping = True
+        if self.session is not None:
+            asyncio.get_running_loop().call_soon(self._disconnect_slow)
+
+    def _disconnect_slow(self) -> None:
         session = self.session
-        if session is not None:
-            asyncio.get_running_loop().call_soon(session.disconnect_slow)
+        if session is not None and not session.closed:  # the hub may have done it already
+            session.disconnect_slow()
 
 
 class _Bridge(SockJSConnection):
