@@ -420,3 +420,22 @@ async def test_was_recovering_is_echoed_even_without_recovery(new_client: NewCli
         "subscribe"
     ]
     assert result == {"was_recovering": True}
+
+
+def test_writer_is_direct_only_while_neither_paused_nor_closed() -> None:
+    from squall.core.writer import Writer
+
+    out: list[bytes] = []
+    writer = Writer(out.append, out.extend, max_size=10)
+    assert writer.direct
+    writer.pause()
+    assert not writer.direct
+    assert writer.offer(b"12345")
+    assert out == []
+    writer.resume()
+    assert writer.direct
+    assert out == [b"12345"]
+    writer.close()
+    assert not writer.direct
+    writer.resume()
+    assert not writer.direct

@@ -174,7 +174,11 @@ class Hub:
         for framing, group in subs.by_framing.items():
             data = framing.frame(payload)
             for writer in group:
-                if not writer.offer(data):
+                # The common case is the bare transport write (DESIGN.md §6); a paused or
+                # closed writer takes the queueing path (Writer.offer).
+                if writer.direct:
+                    writer.write(data)
+                elif not writer.offer(data):
                     if slow is None:
                         slow = []
                     slow.append(group[writer])

@@ -74,6 +74,7 @@ class Metrics:
             ["method", "code"],
             registry=r,
         )
+        self._command_children: dict[str, Histogram] = {}  # labels() is slow: cache children
         self._api = Histogram(
             "squall_api_duration_seconds",
             "Server API call latency, by method.",
@@ -118,7 +119,10 @@ class Metrics:
         try:
             yield
         finally:
-            self._commands.labels(method).observe(time.perf_counter() - started)
+            child = self._command_children.get(method)
+            if child is None:
+                child = self._command_children[method] = self._commands.labels(method)
+            child.observe(time.perf_counter() - started)
 
     @contextmanager
     def api_call(self, method: str) -> Iterator[None]:
