@@ -219,6 +219,11 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
         return None
 
     # From here to the reply nothing awaits (see the session module's ordering guarantee).
+    # A transport may frame per connection for its positioned channels (uni_sse event ids,
+    # server/streams.py): it chooses its framing now, before the hub groups the session by it.
+    use_positions = getattr(session.transport, "use_positions", None)
+    if use_positions is not None:
+        use_positions([sub.channel for sub in prepared if sub.read is not None])
     node.hub.add_session(session)
     node.metrics.connection_opened(session.transport.name)
     session.conn.connected(node.loop_time())

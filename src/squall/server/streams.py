@@ -34,7 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,7 @@ __all__ = [
     "UNI_HTTP_STREAM",
     "UNI_SSE",
     "HttpStreamFraming",
+    "PositionedSSEFraming",
     "SSEFraming",
     "StreamKind",
     "StreamTransport",
@@ -67,6 +69,8 @@ __all__ = [
     "connect_command",
     "cors_headers",
     "disconnect_push",
+    "event_id",
+    "parse_event_id",
     "preflight",
     "serve_stream",
     "to_uni",
@@ -142,6 +146,169 @@ class UniFraming:
     def frame(self, payload: bytes) -> bytes:
         pushes = to_uni(payload)
         return self._inner.frame(pushes) if pushes else b""
+
+
+# Event ids of uni_sse (Last-Event-ID recovery) ---------------------------------------------
+#
+# A uni_sse connection with positioned server-side channels gets its own framing: each event
+# that moves a channel's position carries ``id: <positions>``, every positioned channel of the
+# connection as ``<percent-encoded channel>=<offset>.<percent-encoded epoch>`` joined by ``;``.
+# A browser's EventSource sends the last id back in ``Last-Event-ID`` when it reconnects, and
+# :func:`parse_event_id` turns it into the connect request's ``subs`` (docs/channels.md).
+
+_ID_MAX_OFFSET = 2**63 - 1
+
+
+def event_id(positions: dict[str, tuple[int, str]]) -> str:
+    """The SSE event id for ``{channel: (offset, epoch)}``, in the dict's order."""
+    quote = urllib.parse.quote
+    return ";".join(
+        f"{quote(channel, safe='')}={offset}.{quote(epoch, safe='')}"
+        for channel, (offset, epoch) in positions.items()
+    )
+
+
+def parse_event_id(value: str) -> dict[str, proto.SubscribeRequest]:
+    """``Last-Event-ID`` (see :func:`event_id`) as ``ConnectRequest.subs`` entries that ask to
+    recover each channel from its position. Raises ValueError when it is malformed."""
+    subs: dict[str, proto.SubscribeRequest] = {}
+    for part in value.split(";"):
+        name, eq, position = part.partition("=")
+        offset, dot, epoch = position.partition(".")
+        if not (eq and dot and name and offset.isascii() and offset.isdigit()):
+            raise ValueError(f"not <channel>=<offset>.<epoch>: {part[:100]!r}")
+        if len(offset) > 19 or int(offset) > _ID_MAX_OFFSET:
+            raise ValueError(f"offset out of range: {offset[:30]!r}")
+        channel = urllib.parse.unquote(name, errors="strict")
+        subs[channel] = proto.SubscribeRequest(
+            channel=channel,
+            recover=True,
+            offset=int(offset),
+            epoch=urllib.parse.unquote(epoch, errors="strict"),
+        )
+    return subs
+
+
+class _PubHead(msgspec.Struct):
+    offset: int = 0
+
+
+class _PushInner(msgspec.Struct):
+    channel: str = ""
+    pub: _PubHead | None = None
+
+
+class _PushHead(msgspec.Struct):
+    push: _PushInner | None = None
+
+
+_push_head = msgspec.json.Decoder(_PushHead)
+_reply = msgspec.json.Decoder(proto.Reply)
+
+
+def _pub_positions(payload: bytes) -> list[tuple[str, int]]:
+    """The ``(channel, offset)`` of each publication push in ``payload``."""
+    out: list[tuple[str, int]] = []
+    for line in payload.split(b"\n"):
+        if line.startswith(_PUSH) and b'"pub":' in line:
+            try:
+                push = _push_head.decode(line).push
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if push is not None and push.pub is not None and push.pub.offset:
+                out.append((push.channel, push.pub.offset))
+    return out
+
+
+class _SharedFrames:
+    """The shared uni_sse framing of the payload being broadcast, and its publications'
+    positions: computed once per payload (the hub hands the same bytes object to every
+    group), whatever the number of positioned connections."""
+
+    __slots__ = ("framed", "payload", "positions")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.framed = b""
+        self.positions: list[tuple[str, int]] = []
+
+    def get(self, payload: bytes) -> tuple[bytes, list[tuple[str, int]]]:
+        if payload is not self.payload:
+            self.framed = UNI_SSE.framing.frame(payload)
+            self.positions = _pub_positions(payload) if self.framed else []
+            self.payload = payload  # holding it keeps its id() from being reused
+        return self.framed, self.positions
+
+
+_shared = _SharedFrames()
+
+
+class PositionedSSEFraming:
+    """The framing of one uni_sse connection with positioned channels: the shared uni_sse
+    frames, prefixed with ``id: <positions>`` (:func:`event_id`) when the event moves a
+    position. Events that move none (pings, join/leave, other channels, the disconnect push)
+    carry no id, so EventSource keeps the last one (WHATWG HTML §9.2.6: the last event ID
+    is only replaced by an ``id`` field).
+
+    The connect reply's recovered publications are taken out of its ``subs`` and written as
+    ordinary publication events after it, each with its id; the connect event itself carries
+    the positions before them. Cost: the hub frames once per such connection (one identity
+    check, one id string and one concatenation per publication) instead of once per variant.
+    """
+
+    __slots__ = ("_id", "_positions")
+
+    def __init__(self, channels: Sequence[str]) -> None:
+        self._positions: dict[str, tuple[int, str]] = dict.fromkeys(channels, (0, ""))
+        self._id = b""
+
+    def frame(self, payload: bytes) -> bytes:
+        if payload.startswith(b'{"id":') and b"\n" not in payload:
+            return self._frame_connect(payload)
+        framed, moved = _shared.get(payload)
+        changed = False
+        positions = self._positions
+        for channel, offset in moved:
+            position = positions.get(channel)
+            if position is not None:
+                positions[channel] = (offset, position[1])
+                changed = True
+        if not changed:
+            return framed
+        self._id = b""
+        return self._id_line() + framed
+
+    def _id_line(self) -> bytes:
+        if not self._id:
+            self._id = b"id: " + event_id(self._positions).encode() + b"\n"
+        return self._id
+
+    def _frame_connect(self, payload: bytes) -> bytes:
+        try:
+            result = _reply.decode(payload).connect
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            result = None
+        if result is None:
+            return UNI_SSE.framing.frame(payload)
+        positions = self._positions
+        pubs: list[tuple[str, proto.PublicationMsg]] = []
+        for channel, sub in (result.subs or {}).items():
+            if channel not in positions or not sub.positioned:
+                continue
+            recovered = sub.publications or []
+            start = recovered[0].offset - 1 if recovered else sub.offset
+            positions[channel] = (start, sub.epoch)
+            sub.publications = None
+            pubs.extend((channel, pub) for pub in recovered)
+        self._id = b""
+        sse = SSE.framing
+        out = [self._id_line() + sse.frame(_json.encode({"connect": result}))]
+        for channel, pub in pubs:
+            positions[channel] = (pub.offset, positions[channel][1])
+            self._id = b""
+            push = to_uni(proto.encode_publication_push(channel, pub))
+            out.append(self._id_line() + sse.frame(push))
+        return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +403,14 @@ class StreamTransport:
         stream.on_close = self._lost
 
     # Transport (core) --------------------------------------------------------------------
+
+    def use_positions(self, channels: Sequence[str]) -> None:
+        """Called by the core at connect, before the hub groups this session by its framing,
+        with the connection's positioned channels: a uni_sse connection that has some frames
+        its events itself, with ids (:class:`PositionedSSEFraming`); any other keeps the
+        shared framing of its variant."""
+        if channels and self.name == UNI_SSE.name:
+            self.framing = PositionedSSEFraming(channels)
 
     def write(self, data: bytes) -> bool:
         return self.writer.offer(data)
@@ -353,6 +528,21 @@ def _uni_connect_command(data: bytes) -> proto.Command:
     return proto.Command(id=1, connect=request)
 
 
+def _recover_from_last_event_id(request: Request, command: proto.Command) -> None:
+    """A reconnecting EventSource sends the id of the last event it got: ask the connect to
+    recover each channel it names from there (over any ``subs`` of ``cf_connect``, which a
+    browser cannot update between reconnects). A malformed id is ignored."""
+    value = request.headers.get("last-event-id")
+    if not value or command.connect is None:
+        return
+    try:
+        subs = parse_event_id(value)
+    except ValueError as exc:
+        logger.info("! uni_sse: ignoring malformed Last-Event-ID: %s", exc)
+        return
+    command.connect.subs = {**(command.connect.subs or {}), **subs}
+
+
 async def serve_stream(
     request: Request,
     conn: HttpConnection,
@@ -388,6 +578,8 @@ async def serve_stream(
             command = _uni_connect_command(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return Response(400, b"malformed connect request", headers=cors)
+        if kind is UNI_SSE:
+            _recover_from_last_event_id(request, command)
     if node.closing:
         return Response(503, b"shutting down", headers=cors)
     stream = conn.start_stream(200, [("Content-Type", kind.content_type), *_STREAM_HEADERS, *cors])
