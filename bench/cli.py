@@ -14,6 +14,7 @@ import argparse
 import json
 import resource
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         duration=args.duration,
         warmup=args.warmup,
         nice=args.nice,
+        rt=args.rt,
     )
     total = (
         repeats
@@ -172,12 +174,21 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="niceness of the server and generator (e.g. -10 on a shared machine; root only)",
     )
+    m.add_argument(
+        "--rt",
+        type=int,
+        default=0,
+        help="run the server and generator under SCHED_RR at this priority (root; for a "
+        "shared machine: others get only the CPU they leave idle)",
+    )
     m.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md goes")
     rp = sub.add_parser("report", help="write RESULTS.md and the plot again from results.json")
     rp.add_argument("--output", type=Path, default=BENCH_DIR)
     lg = sub.add_parser("loadgen", help="build the generator and pass arguments to it")
     lg.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the servers under test are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     console = Console()
     if args.command == "matrix":
         sys.exit(_matrix(args, console))

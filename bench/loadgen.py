@@ -53,10 +53,14 @@ class Result:
         return float(self.raw["server_cpu"])
 
 
-def pinned(cmd: list[str], *, cpu: int | None, nice: int = 0) -> list[str]:
-    """`cmd` run at `nice` (negative needs root) and pinned to `cpu` (taskset), when asked."""
+def pinned(cmd: list[str], *, cpu: int | None, nice: int = 0, rt: int = 0) -> list[str]:
+    """`cmd` run at `nice` (negative needs root) or, with `rt` > 0, under the SCHED_RR
+    real-time policy at that priority (root; the kernel's RT throttling still leaves other
+    work 5% of each CPU), and pinned to `cpu` (taskset), when asked."""
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
+    if rt:
+        cmd = ["chrt", "--rr", str(rt), *cmd]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     return cmd
@@ -85,11 +89,12 @@ def run(
     *,
     cpu: int | None = None,
     nice: int = 0,
+    rt: int = 0,
     timeout: float = 600.0,
 ) -> Result:
     """Run the generator once (pinned to `cpu` with taskset when given, at `nice`) and parse
     its line."""
-    cmd = pinned([str(binary), *args], cpu=cpu, nice=nice)
+    cmd = pinned([str(binary), *args], cpu=cpu, nice=nice, rt=rt)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -16,8 +16,10 @@ is the highest delivered messages/s among the levels that stayed under the limit
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +42,8 @@ __all__ = [
 ]
 
 P99_LIMIT_MS = 100.0
-SCENARIOS = ("broadcast", "fanout")
+SCENARIOS = ("idle", "broadcast", "fanout")
+"""Run in this order on one server process: idle first, on a fresh heap."""
 PROBE_DELIVERIES = 400_000.0
 """Offered deliveries/s of the saturation probe: above what any peer reaches on one core."""
 LEVELS = (0.4, 0.6, 0.75, 0.85, 0.95, 1.05)
@@ -51,7 +54,8 @@ SERVER_CPU = 0
 GENERATOR_CPU = 1
 DISTURBANCE_LIMIT = 0.15
 """Cores of other work on the server's or the generator's CPU (busy time not spent by them)
-above which a measurement is disturbed and is taken again."""
+above which a measurement may have been disturbed: it is taken again when it also looks
+harmed (a level over the latency limit, or a probe whose server did not saturate)."""
 ATTEMPTS = 3
 
 
@@ -67,6 +71,9 @@ class MatrixConfig:
     nice: int = 0
     """Run the server and the generator at this niceness (negative: ahead of other work on
     a shared machine; needs root)."""
+    rt: int = 0
+    """Run them under SCHED_RR at this priority instead (root): other work then only gets
+    the CPU time they leave idle."""
 
 
 @dataclass
@@ -103,6 +110,10 @@ class Knee:
     gen_cpu: float = 0.0
     server_cpu: float = 0.0
     """CPU use (cores) of the generator and of the server over the probe."""
+    rss_per_conn_kib: float = 0.0
+    """Scenario idle: server RSS growth per connected client (after connect and, for Squall,
+    one subscribe), KiB."""
+    rss_baseline_kib: float = 0.0
     disturbance: float = 0.0
     """Most cores of other work seen on the two CPUs in any level kept (see ATTEMPTS)."""
     levels: list[Level] = field(default_factory=list)
@@ -160,22 +171,26 @@ def _measure(
     offered: float,
     duration: float,
     warmup: float,
-    nice: int = 0,
+    config: MatrixConfig,
     report: Callable[[str], None] | None = None,
+    *,
+    probe: bool = False,
 ) -> dict[str, Any]:
-    """One level; measured again (up to ATTEMPTS times) while other work disturbs it. The
-    least disturbed attempt is kept, with ``disturbance`` and ``attempts`` added."""
+    """One level; taken again (up to ATTEMPTS times) while other work disturbed it and the
+    result looks harmed. The least disturbed attempt is kept, with ``disturbance`` and
+    ``attempts`` added."""
     args = [*server.loadgen_args(), "--clients", str(clients)]
     args += ["--duration", str(duration), "--warmup", str(warmup), "--drain-timeout", "5"]
     args += _level_args(scenario, clients, offered)
     best: dict[str, Any] | None = None
     for attempt in range(1, ATTEMPTS + 1):
-        result = loadgen.run(binary, args, cpu=GENERATOR_CPU, nice=nice).raw
+        result = loadgen.run(binary, args, cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt).raw
         result["disturbance"] = disturbance(result)
         result["attempts"] = attempt
         if best is None or result["disturbance"] < best["disturbance"]:
             best = result
-        if result["disturbance"] <= DISTURBANCE_LIMIT:
+        harmed = result["server_cpu"] < 0.9 if probe else not _ok(result, clients)
+        if result["disturbance"] <= DISTURBANCE_LIMIT or not harmed:
             break
         if report is not None:
             report(
@@ -215,8 +230,9 @@ def find_knee(
         PROBE_DELIVERIES,
         config.probe_duration,
         0.5,
-        config.nice,
+        config,
         report,
+        probe=True,
     )
     knee.levels.append(Level(PROBE_DELIVERIES, probe, ok=False, probe=True))
     knee.peak = float(probe["delivered_per_s"])
@@ -245,7 +261,7 @@ def find_knee(
             offered,
             config.duration,
             config.warmup,
-            config.nice,
+            config,
             report,
         )
         level = Level(offered, result, ok=_ok(result, clients))
@@ -281,6 +297,65 @@ def find_knee(
     return knee
 
 
+IDLE_HOLD = 3.0
+"""Seconds the generator holds the idle connections (RSS is sampled one second in)."""
+
+
+def rss_kib(pid: int) -> float:
+    """Resident set size of `pid` in KiB (VmRSS), 0 when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_idle(
+    binary: Path,
+    server: RunningServer,
+    clients: int,
+    run: int,
+    config: MatrixConfig,
+    report: Callable[[str], None],
+) -> Knee:
+    """RSS per idle connection: the server's RSS once all `clients` have connected (and
+    subscribed), minus its RSS before, per client."""
+    knee = Knee(server.spec.name, "idle", clients, run)
+    wait_idle(server.pid)
+    before = rss_kib(server.pid)
+    args = [*server.loadgen_args(), "--clients", str(clients), "--rate", "0"]
+    args += ["--warmup", "0", "--duration", str(IDLE_HOLD), "--drain-timeout", "0"]
+    cmd = loadgen.pinned([str(binary), *args], cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt)
+    after = 0.0
+    lines: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if '"event":"connected"' in line:
+                time.sleep(1.0)
+                after = rss_kib(server.pid)
+    results = [json.loads(line) for line in lines if line.startswith("{") and "event" not in line]
+    if not results:
+        knee.error = "the generator printed no result"
+        return knee
+    result = results[-1]
+    result["disturbance"] = 0.0
+    knee.levels.append(Level(0.0, result, ok=result["connected"] == clients))
+    knee.rss_baseline_kib = before
+    if result["connected"]:
+        knee.rss_per_conn_kib = (after - before) / result["connected"]
+    if result["connected"] != clients:
+        knee.error = f"only {result['connected']} of {clients} clients connected"
+    report(
+        f"{server.spec.name} idle N={clients}: {knee.rss_per_conn_kib:.2f} KiB per connection "
+        f"(baseline {before / 1024:.1f} MiB)"
+    )
+    return knee
+
+
 def run_matrix(
     config: MatrixConfig,
     binary: Path,
@@ -297,11 +372,15 @@ def run_matrix(
                 scenarios = [s for s in config.scenarios if s != "fanout" or spec.api]
                 done = 0
                 try:
-                    with start(spec, cpu=SERVER_CPU, nice=config.nice) as server:
+                    with start(spec, cpu=SERVER_CPU, nice=config.nice, rt=config.rt) as server:
                         for scenario in scenarios:
-                            knees.append(
-                                find_knee(binary, server, scenario, clients, run, config, report)
-                            )
+                            if scenario == "idle":
+                                knee = measure_idle(binary, server, clients, run, config, report)
+                            else:
+                                knee = find_knee(
+                                    binary, server, scenario, clients, run, config, report
+                                )
+                            knees.append(knee)
                             done += 1
                             advance()
                 except Exception as exc:  # one broken peer must not sink the matrix
@@ -357,6 +436,13 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
                     "p99_ms": _median([k.p99_ms for k in mine if k.p99_ms >= 0]),
                     "server_cpu": _median([k.server_cpu for k in mine]),
                     "gen_cpu": _median([k.gen_cpu for k in mine]),
+                    "rss_per_conn_kib": _median([k.rss_per_conn_kib for k in mine]),
+                    "rss_baseline_kib": _median([k.rss_baseline_kib for k in mine]),
+                    "rss_ratios": [
+                        run[reference].rss_per_conn_kib / run[name].rss_per_conn_kib
+                        for run in by_run.values()
+                        if reference in run and name in run and run[name].rss_per_conn_kib > 0
+                    ],
                     "disturbance": max([k.disturbance for k in mine], default=0.0),
                     "ratios": ratios,
                     "ratio": _median(ratios),

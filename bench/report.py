@@ -104,9 +104,13 @@ def write_results(
     titles = {
         "broadcast": "Broadcast room: N clients each publishing, every message to all",
         "fanout": "Fan-out: server API publications to N subscribers of one channel",
+        "idle": "Idle connections: server RSS per connection (after connect and subscribe)",
     }
     for scenario in scenarios:
         lines += [f"## {titles.get(scenario, scenario)}", ""]
+        if scenario == "idle":
+            lines += _idle_table(rows)
+            continue
         lines.append(
             "| N | server | runs | knee msg/s | p50 ms | p99 ms | peak msg/s | server CPU "
             "| gen CPU | other load | squall / server (knee) | per-run | squall / server (peak) "
@@ -133,6 +137,26 @@ def write_results(
     path.write_text("\n".join(lines))
 
 
+def _idle_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| N | server | runs | KiB per connection | baseline RSS MiB | squall / server | per-run |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if r["scenario"] != "idle":
+            continue
+        ratios = [float(x) for x in r.get("rss_ratios", [])]
+        median = sorted(ratios)[len(ratios) // 2] if ratios else 0.0
+        err = f" (error: {r['errors'][0][:80]})" if r["errors"] else ""
+        lines.append(
+            f"| {r['clients']} | {r['server']}{err} | {r['runs']} "
+            f"| {r['rss_per_conn_kib']:.2f} | {r['rss_baseline_kib'] / 1024:.1f} "
+            f"| {median:.2f} | {', '.join(f'{x:.2f}' for x in ratios)} |"
+        )
+    lines.append("")
+    return lines
+
+
 def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
     """Delivered messages/s (knee) against N, one line per server and scenario. Returns False
     when matplotlib is missing (install the ``bench`` extra)."""
@@ -143,7 +167,9 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = list(dict.fromkeys(str(r["scenario"]) for r in rows))
+    scenarios = list(dict.fromkeys(str(r["scenario"]) for r in rows if r["scenario"] != "idle"))
+    if not scenarios:
+        return False
     fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4.5), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         servers = list(dict.fromkeys(str(r["server"]) for r in rows if r["scenario"] == scenario))

@@ -343,15 +343,16 @@ def _wait_listening(server: RunningServer, timeout: float) -> None:
 
 @contextlib.contextmanager
 def start(
-    spec: ServerSpec, *, cpu: int | None = 0, nice: int = 0, timeout: float = 30.0
+    spec: ServerSpec, *, cpu: int | None = 0, nice: int = 0, rt: int = 0, timeout: float = 30.0
 ) -> Iterator[RunningServer]:
-    """Run `spec` (pinned to `cpu`, at `nice`) on a free port until the block ends."""
+    """Run `spec` (pinned to `cpu`, at `nice` or real-time priority `rt`) on a free port
+    until the block ends."""
     if spec.setup is not None:
         spec.setup()
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
         scratch = Path(tmp)
         port = free_port()
-        cmd = pinned(spec.command(port, scratch), cpu=cpu, nice=nice)
+        cmd = pinned(spec.command(port, scratch), cpu=cpu, nice=nice, rt=rt)
         log = scratch / "server.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:

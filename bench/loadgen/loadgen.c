@@ -24,7 +24,9 @@
  *                        API (POST --api-path, keep-alive, --api-conns connections).
  *   --api-count K      : deterministic fan-out: K API publications, each client must get K.
  *
- * Prints one JSON line with the result, including its own CPU use over the window
+ * Prints {"event":"connected",...} once the connect phase ends (a runner may sample the
+ * server's memory then: --rate 0 holds the connections idle for the duration), then one JSON
+ * line with the result, including its own CPU use over the window
  * (getrusage) and, with --server-pid, the server's (from /proc), so a run shows which side
  * saturated. Client frames are masked (RFC 6455 §5.3); server frames must not be.
  */
@@ -800,6 +802,9 @@ int main(int argc, char **argv) {
     }
     double connect_s = (now_ns() - t0) / 1e9;
     int connected = n_ready;
+    /* a progress line before the result, for runners that sample the server meanwhile */
+    printf("{\"event\":\"connected\",\"connected\":%d,\"failed\":%d}\n", connected, n_failed);
+    fflush(stdout);
 
     if (fanout) {
         apis = calloc((size_t)o_api_conns, sizeof *apis);
