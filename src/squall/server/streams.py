@@ -22,6 +22,12 @@ a publication once per variant:
   ``{"connect":..}``, ``{"disconnect":..}``, ``{}`` as ping) instead of replies: see
   :func:`to_uni`.
 
+A uni_sse connection with positioned server-side channels is the exception: it frames per
+connection (:class:`PositionedSSEFraming`), so each event that moves a channel's position
+carries an ``id`` naming every channel's position, and a reconnecting EventSource's
+``Last-Event-ID`` becomes the connect request's ``subs`` (docs/channels.md, "Last-Event-ID
+recovery on uni_sse").
+
 Writes go through the session's :class:`~squall.core.writer.Writer`: straight to the socket
 while it keeps up, queued (bounded by ``client.queue_max_size``) while asyncio reports the
 socket's buffer full, and a client that does not read for ``websocket.write_timeout`` is
