@@ -1,6 +1,7 @@
-"""The stock `centrifuge` npm client on Squall's emulation transports, in headless Chromium.
+"""The stock `centrifuge` npm client in headless Chromium: WebSocket and the emulation transports.
 
-tests/e2e/js/emulation_transports.mjs runs one client per transport (`http_stream`, `sse`):
+tests/e2e/js/emulation_transports.mjs runs one client per transport (`websocket`,
+`http_stream`, `sse`):
 the client connects (its later commands go to POST /emulation, routed by the session id the
 connect reply carries), subscribes, publishes through /emulation and gets its own
 publication, gets one published with the server API, and after the API disconnects its user
@@ -18,7 +19,7 @@ from .harness import NodeScriptFactory, SquallServer
 
 pytestmark = pytest.mark.e2e
 
-TRANSPORTS = ("http_stream", "sse")
+TRANSPORTS = ("websocket", "http_stream", "sse")
 
 
 def test_http_stream_and_sse_with_the_stock_client(

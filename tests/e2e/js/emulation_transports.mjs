@@ -1,4 +1,4 @@
-// The stock `centrifuge` npm client's emulation transports (http_stream, sse) in headless
+// The stock `centrifuge` npm client's transports (websocket, http_stream, sse) in headless
 // Chromium (playwright-core): connect, subscribe, publish through /emulation, receive a
 // server API publication, and reconnect after a server-side disconnect.
 //
@@ -59,14 +59,22 @@ await page.exposeFunction('squallEmit', (event, fields) => emit(event, fields));
 await page.goto(`${base}/health`);
 await page.addScriptTag({ path: bundle });
 
-for (const transport of ['http_stream', 'sse']) {
+for (const transport of ['websocket', 'http_stream', 'sse']) {
   // Resolves after the client connected twice and subscribed twice (after the reconnect).
   await page.evaluate(
     ({ base, transport, token, channel, timeout }) =>
       new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`${transport}: timed out`)), timeout);
         const client = new globalThis.Centrifuge(
-          [{ transport, endpoint: `${base}/connection/${transport}` }],
+          [
+            {
+              transport,
+              endpoint:
+                transport === 'websocket'
+                  ? `${base.replace(/^http/, 'ws')}/connection/websocket`
+                  : `${base}/connection/${transport}`,
+            },
+          ],
           { token, emulationEndpoint: `${base}/emulation`, minReconnectDelay: 50 },
         );
         let connects = 0;
