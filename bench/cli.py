@@ -118,6 +118,12 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     (out / "results.json").write_text(json.dumps(saved, indent=1))
     rows = _render(saved, out)
     for r in rows:
+        if r["scenario"] == "idle":
+            console.print(
+                f"idle      N={r['clients']:<6} {r['server']:12} "
+                f"{r['rss_per_conn_kib']:.2f} KiB per connection"
+            )
+            continue
         console.print(
             f"{r['scenario']:9} N={r['clients']:<6} {r['server']:12} knee {r['knee']:>10,.0f}/s "
             f"p99 {r['p99_ms']:6.1f} ms  peak {r['peak']:>10,.0f}/s  squall/x {r['ratio']:.2f}"

@@ -115,7 +115,8 @@ class Knee:
     one subscribe), KiB."""
     rss_baseline_kib: float = 0.0
     disturbance: float = 0.0
-    """Most cores of other work seen on the two CPUs in any level kept (see ATTEMPTS)."""
+    """Cores of other work seen on the two CPUs during the probe or the knee level, the
+    measurements the result comes from (see ATTEMPTS)."""
     levels: list[Level] = field(default_factory=list)
     error: str = ""
 
@@ -287,13 +288,13 @@ def find_knee(
         retried = False
         if level.delivered > knee.knee:
             knee.knee = level.delivered
+            knee.disturbance = max(float(probe["disturbance"]), float(result["disturbance"]))
             knee.p50_ms = float(result["p50_ms"])
             knee.p99_ms = float(result["p99_ms"])
         if not fractions and fraction < MAX_LEVEL:
             # The probe underestimated this server (it was not saturated): keep climbing.
             fractions.append(fraction * 1.15)
     knee.peak = max([knee.peak] + [level.delivered for level in knee.levels])
-    knee.disturbance = max(float(level.result["disturbance"]) for level in knee.levels)
     return knee
 
 

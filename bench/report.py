@@ -89,9 +89,10 @@ def write_results(
         "median of per-run ratios (each from one run, never across runs).",
         "- CPU columns: cores used by the server and by the generator during the peak probe; "
         "a generator near 1.0 would mean the generator, not the server, limited the run. "
-        "other load: the most CPU (cores) other processes took on those two CPUs during a "
-        "kept measurement (a disturbed measurement is retaken up to 3 times; this machine is "
-        "shared).",
+        "other load: CPU (cores) other processes took on those two CPUs during the probe or "
+        "the knee level (this machine is shared; with --rt they only get the time the "
+        "benchmark leaves idle; a level that failed while disturbed is retaken up to 3 "
+        "times).",
         "",
         "Servers:",
         "",
