@@ -380,7 +380,12 @@ class _Session:
             self.receiver = None
             self._receiver_ended()
             receiver.abort()
-            self.proto.detach(self._loop.time(), interrupted=True)
+            # The session closes (1002) on the next loop turn, so on_close never runs inside
+            # a broadcast that is still iterating over the connections.
+            self._loop.call_soon(self._interrupted)
+
+    def _interrupted(self) -> None:
+        self.proto.detach(self._loop.time(), interrupted=True)
         self._pump()
 
     def _pump(self) -> None:
