@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import msgspec
@@ -62,6 +62,7 @@ from squall.protocol import websocket as ws
 from squall.server.http import HttpConnection
 from squall.server.http_types import Request, Response, StreamResponse
 from squall.server.origin import OriginChecker
+from squall.server.websocket import WebSocketDriver
 
 if TYPE_CHECKING:
     from squall.core.metrics import Metrics
@@ -467,112 +468,28 @@ class _Session:
 # -- WebSocket ---------------------------------------------------------------------------------
 
 
-class _WebSocketBase(asyncio.Protocol):
-    """An upgraded connection driving the sans-I/O WebSocket codec."""
+class _WebSocketBase(WebSocketDriver):
+    """An upgraded SockJS connection (server/websocket.py's driver: codec, bounded queue,
+    close handshake)."""
 
     def __init__(self, server: SockJSServer) -> None:
+        super().__init__(
+            max_message_size=server.options.max_message_size,
+            queue_max_size=server.options.queue_max_size,
+            close_timeout=server.options.close_timeout,
+        )
         self.server = server
-        self.codec = ws.WebSocketProtocol(max_message_size=server.options.max_message_size)
-        self.transport: asyncio.Transport | None = None
-        self.writer: Writer | None = None
-        self._close_handle: asyncio.TimerHandle | None = None
-        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.writer = Writer(
-            self.transport.write, self.transport.writelines, self.server.options.queue_max_size
-        )
+        super().connection_made(transport)
         self.server._open_sockets.add(self)
-
-    def pause_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.pause()
-
-    def resume_writing(self) -> None:
-        if self.writer is not None:
-            self.writer.resume()
-
-    def eof_received(self) -> bool | None:
-        self.codec.receive_eof()
-        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._open_sockets.discard(self)
-        if self._close_handle is not None:
-            self._close_handle.cancel()
-            self._close_handle = None
-        if self.writer is not None:
-            self.writer.close()
-        self.lost()
-
-    def data_received(self, data: bytes) -> None:
-        self.codec.receive_data(data)
-        self.flush_codec()
-        for event in self.codec.events_received():
-            if isinstance(event, ws.Message):
-                if not event.text:
-                    self.abort()
-                    return
-                self.message(event.data)
-            elif isinstance(event, ws.CloseReceived | ws.Failure):
-                self.flush_codec()
-                self.finish_tcp()
-                return
-
-    def message(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def lost(self) -> None:
-        raise NotImplementedError
+        super().connection_lost(exc)
 
     def send_text(self, payload: bytes) -> bool:
-        if self.writer is None:
-            return True
-        return self.writer.offer(ws.encode_frame(ws.Opcode.TEXT, payload))
-
-    def write_frame(self, frame: bytes) -> bool:
-        return self.writer.offer(frame) if self.writer is not None else True
-
-    def send_close(self, code: int, reason: str) -> None:
-        """Close handshake (RFC 6455 §7.1.2): close frame, wait for the echo, close TCP."""
-        if self._closing or self.transport is None:
-            return
-        self._closing = True
-        self.codec.send_close(code, reason)
-        if self.writer is not None:
-            self.writer.flush()
-        self.flush_codec()
-        if self.writer is not None:
-            self.writer.close()
-        self._close_handle = asyncio.get_running_loop().call_later(
-            self.server.options.close_timeout, self.finish_tcp
-        )
-
-    def flush_codec(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for data in self.codec.data_to_send():
-            if self.writer is not None and not self.writer.closed:
-                self.writer.offer(data)
-            else:
-                transport.write(data)
-
-    def finish_tcp(self) -> None:
-        if self._close_handle is not None:
-            self._close_handle.cancel()
-            self._close_handle = None
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once (broken input, shutdown timeout)."""
-        if self.transport is not None:
-            self.transport.abort()
+        return self.write_frame(ws.encode_frame(ws.Opcode.TEXT, payload))
 
 
 class _WebSocketReceiver(_Receiver):

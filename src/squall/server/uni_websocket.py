@@ -86,21 +86,13 @@ class UniWebSocketConnection(WebSocketConnection):
         if self._connect_data is not None:
             self._start_connect(self._connect_data)
 
-    def data_received(self, data: bytes) -> None:
-        codec = self._codec
-        codec.receive_data(data)
-        self._flush_codec()
-        session = self.session
-        assert session is not None
-        for event in codec.events_received():
-            if isinstance(event, ws.Message):
-                if not self._connect_started:
-                    self._start_connect(event.data)
-                # Later messages: the protocol is unidirectional; ignored.
-            elif isinstance(event, (ws.CloseReceived, ws.Failure)):
-                self._flush_codec()
-                self._finish()
-                session.connection_lost(None)
+    def message(self, data: bytes) -> None:
+        if not self._connect_started:
+            self._start_connect(data)
+        # Later messages: the protocol is unidirectional; ignored.
+
+    def binary(self, data: bytes) -> None:
+        self.message(data)
 
     def close(self, disconnect: Disconnect) -> None:
         """Disconnect push first (uni_websocket.disable_disconnect_push is off), then the

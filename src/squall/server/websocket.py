@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from squall.core.node import Node
     from squall.server.routes import OpenTransports
 
-__all__ = ["TEXT_FRAMING", "TextFraming", "WebSocketConnection"]
+__all__ = ["TEXT_FRAMING", "TextFraming", "WebSocketConnection", "WebSocketDriver"]
 
 logger = logging.getLogger("squall.websocket")
 
@@ -43,7 +43,171 @@ class TextFraming:
 TEXT_FRAMING = TextFraming()
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketDriver(asyncio.Protocol):
+    """An upgraded connection driving the sans-I/O codec; subclasses say what messages mean.
+
+    Writes go through a bounded :class:`~squall.core.writer.Writer`. Hooks: :meth:`message`
+    (a text message), :meth:`binary` (a binary one), :meth:`peer_closed` (the peer closed or
+    broke the protocol; TCP is closing), :meth:`lost` (TCP is gone, always called once) and
+    :meth:`write_timed_out` (the socket stayed blocked for ``write_timeout`` seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None,
+        queue_max_size: int,
+        close_timeout: float = 3.0,
+        write_timeout: float | None = None,
+    ) -> None:
+        self.codec = ws.WebSocketProtocol(max_message_size=max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.writer: Writer | None = None
+        self._queue_max_size = queue_max_size
+        self._close_timeout = close_timeout
+        self._write_timeout = write_timeout
+        self._close_handle: asyncio.TimerHandle | None = None
+        self._write_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # Hooks -------------------------------------------------------------------------------
+
+    def message(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def binary(self, data: bytes) -> None:
+        self.abort()
+
+    def peer_closed(self, event: ws.CloseReceived | ws.Failure) -> None:
+        return None
+
+    def lost(self) -> None:
+        return None
+
+    def write_timed_out(self) -> None:
+        self.abort()
+
+    # asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.writer = Writer(self.transport.write, self.transport.writelines, self._queue_max_size)
+
+    def data_received(self, data: bytes) -> None:
+        codec = self.codec
+        codec.receive_data(data)
+        self.flush_codec()
+        for event in codec.events_received():
+            if isinstance(event, ws.Message):
+                if event.text:
+                    self.message(event.data)
+                else:
+                    self.binary(event.data)
+            elif isinstance(event, ws.CloseReceived | ws.Failure):
+                # The peer closed (or answered our close), or broke the protocol: our close
+                # frame is queued; end now.
+                self.flush_codec()
+                self.finish_tcp()
+                self.peer_closed(event)
+                return
+            # Ping: the codec queued the pong. Pong: nothing to do.
+
+    def eof_received(self) -> bool | None:
+        self.codec.receive_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._write_handle, self._close_handle):
+            if handle is not None:
+                handle.cancel()
+        self._write_handle = self._close_handle = None
+        if self.writer is not None:
+            self.writer.close()
+        self.lost()
+
+    def pause_writing(self) -> None:
+        """The socket stopped draining: queue in the writer, and give the client
+        ``write_timeout`` to read before :meth:`write_timed_out`."""
+        if self.writer is not None:
+            self.writer.pause()
+        if self._write_timeout is not None and self._write_handle is None and not self._closing:
+            self._write_handle = asyncio.get_running_loop().call_later(
+                self._write_timeout, self._on_write_timeout
+            )
+
+    def resume_writing(self) -> None:
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
+        if self.writer is not None:
+            self.writer.resume()
+
+    # Output ------------------------------------------------------------------------------
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Queue an encoded frame; False when the queue overflowed."""
+        return self.writer.offer(frame) if self.writer is not None else True
+
+    def send_close(self, code: int, reason: str) -> bool:
+        """Start the closing handshake (RFC 6455 §7.1.2): flush the queue, send a close frame
+        after it, and wait up to ``close_timeout`` for the echo before dropping TCP. False if
+        it had already started."""
+        if self._closing or self.transport is None:
+            return False
+        self._closing = True
+        self.codec.send_close(code, reason)
+        if self.writer is not None:
+            # Hand the queue to the transport, then write the close frame after it directly:
+            # a paused writer would otherwise keep (and drop) it.
+            self.writer.flush()
+            self.writer.close()
+        self.flush_codec()
+        self._close_handle = asyncio.get_running_loop().call_later(
+            self._close_timeout, self._close_timed_out
+        )
+        return True
+
+    def flush_codec(self) -> None:
+        """Write what the codec queued (pongs, close frames) in order with everything else."""
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.codec.data_to_send():
+            # Control frames bypass the queue limit: they are tiny and must not be dropped.
+            if self.writer is not None and not self.writer.closed:
+                self.writer.offer(data)
+            else:
+                transport.write(data)
+
+    def finish_tcp(self) -> None:
+        """The handshake is over: flush and close TCP."""
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._close_handle = None
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop TCP at once, without flushing (broken input, a timeout, end of shutdown)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_write_timeout(self) -> None:
+        self._write_handle = None
+        self.write_timed_out()
+
+    def _close_timed_out(self) -> None:
+        """The client did not answer our close frame in time: drop the connection without
+        waiting for its buffer to drain (a client that stopped reading never drains it)."""
+        self._close_handle = None
+        self.abort()
+
+
+class WebSocketConnection(WebSocketDriver):
     """One client over WebSocket; implements :class:`squall.core.transport.Transport`."""
 
     name = "websocket"
@@ -62,31 +226,23 @@ class WebSocketConnection(asyncio.Protocol):
         close_timeout: float = 3.0,
         registry: OpenTransports | None = None,
     ) -> None:
+        super().__init__(
+            max_message_size=max_message_size,
+            queue_max_size=node.settings.client.queue_max_size,
+            close_timeout=close_timeout,
+            write_timeout=write_timeout,
+        )
         self._registry = registry
         self._node = node
         self._headers = headers
         self._remote_addr = remote_addr
-        self._codec = ws.WebSocketProtocol(max_message_size=max_message_size)
-        self._close_timeout = close_timeout
-        self._write_timeout = write_timeout
-        self._write_handle: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
-        self._close_handle: asyncio.TimerHandle | None = None
-        self._closing = False
-        self.writer: Writer | None = None
         self.session: Session | None = None
 
-    # asyncio.Protocol --------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        transport = cast(asyncio.Transport, transport)
-        self._transport = transport
+        super().connection_made(transport)
+        assert self.writer is not None
         if self._registry is not None:
             self._registry.add(self)
-        self.writer = Writer(
-            transport.write, transport.writelines, self._node.settings.client.queue_max_size
-        )
         self.session = Session(
             self._node,
             self,
@@ -96,129 +252,45 @@ class WebSocketConnection(asyncio.Protocol):
             remote_addr=self._remote_addr,
         )
 
-    def data_received(self, data: bytes) -> None:
-        codec = self._codec
-        codec.receive_data(data)
-        self._flush_codec()
-        session = self.session
-        assert session is not None
-        for event in codec.events_received():
-            if isinstance(event, ws.Message):
-                if event.text:
-                    session.receive_frame(event.data)
-                else:
-                    # Squall's client protocol here is JSON: binary frames are a client bug.
-                    logger.info("! client %s sent a binary frame", session.client_id)
-                    session.disconnect(Disconnect.bad_request())
-            elif isinstance(event, ws.CloseReceived):
-                # The peer closed (or answered our close): our echo is queued; end now.
-                self._flush_codec()
-                self._finish()
-                session.connection_lost(None)
-            elif isinstance(event, ws.Failure):
-                logger.info(
-                    "! client %s broke the WebSocket protocol: %s (%d)",
-                    session.client_id,
-                    event.reason,
-                    event.code,
-                )
-                self._flush_codec()
-                self._finish()
-                session.connection_lost(None)
-            # Ping: the codec queued the pong. Pong: nothing to do.
+    def message(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.receive_frame(data)
 
-    def eof_received(self) -> bool | None:
-        self._codec.receive_eof()
-        return None
+    def binary(self, data: bytes) -> None:
+        # Squall's client protocol here is JSON: binary frames are a client bug.
+        if self.session is not None:
+            logger.info("! client %s sent a binary frame", self.session.client_id)
+            self.session.disconnect(Disconnect.bad_request())
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def peer_closed(self, event: ws.CloseReceived | ws.Failure) -> None:
+        if self.session is None:
+            return
+        if isinstance(event, ws.Failure):
+            logger.info(
+                "! client %s broke the WebSocket protocol: %s (%d)",
+                self.session.client_id,
+                event.reason,
+                event.code,
+            )
+        self.session.connection_lost(None)
+
+    def lost(self) -> None:
         if self._registry is not None:
             self._registry.discard(self)
-        if self._write_handle is not None:
-            self._write_handle.cancel()
-            self._write_handle = None
-        if self._close_handle is not None:
-            self._close_handle.cancel()
-            self._close_handle = None
-        if self.writer is not None:
-            self.writer.close()
         if self.session is not None:
             self.session.connection_lost(None)
 
-    def pause_writing(self) -> None:
-        """The socket stopped draining: queue in the writer, and give the client
-        ``websocket.write_timeout`` to read before disconnecting it (3009 write error)."""
-        if self.writer is not None:
-            self.writer.pause()
-        if self._write_handle is None and not self._closing:
-            self._write_handle = asyncio.get_running_loop().call_later(
-                self._write_timeout, self._write_timed_out
-            )
-
-    def resume_writing(self) -> None:
-        if self._write_handle is not None:
-            self._write_handle.cancel()
-            self._write_handle = None
-        if self.writer is not None:
-            self.writer.resume()
+    def write_timed_out(self) -> None:
+        if self.session is not None:
+            self.session.disconnect(Disconnect.write_error())
 
     # Transport (core) --------------------------------------------------------------------
 
     def write(self, data: bytes) -> bool:
-        return self.writer.offer(data) if self.writer is not None else True
+        return self.write_frame(data)
 
     def close(self, disconnect: Disconnect) -> None:
         """Flush the queue, send a close frame with the disconnect, wait for the echo."""
-        if self._closing or self._transport is None:
-            return
-        self._closing = True
-        self._node.metrics.disconnected(disconnect.code)
-        self._codec.send_close(disconnect.code, disconnect.reason)
-        if self.writer is not None:
-            # Hand the queue to the transport, then write the close frame after it directly:
-            # a paused writer would otherwise keep (and drop) it.
-            self.writer.flush()
-            self.writer.close()
-        self._flush_codec()
-        self._close_handle = asyncio.get_running_loop().call_later(
-            self._close_timeout, self._close_timed_out
-        )
-
-    def abort(self) -> None:
-        """Close TCP at once, without flushing (a shutdown that ran out of time)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    # Internals ---------------------------------------------------------------------------
-
-    def _write_timed_out(self) -> None:
-        self._write_handle = None
-        if self.session is not None:
-            self.session.disconnect(Disconnect.write_error())
-
-    def _close_timed_out(self) -> None:
-        """The client did not answer our close frame in time: drop the connection without
-        waiting for its buffer to drain (a client that stopped reading never drains it)."""
-        self._close_handle = None
-        self.abort()
-
-    def _flush_codec(self) -> None:
-        transport = self._transport
-        if transport is None:
-            return
-        for data in self._codec.data_to_send():
-            # Control frames bypass the queue limit: they are tiny and must not be dropped.
-            if self.writer is not None and not self.writer.closed:
-                self.writer.offer(data)
-            else:
-                transport.write(data)
-
-    def _finish(self) -> None:
-        if self._close_handle is not None:
-            self._close_handle.cancel()
-            self._close_handle = None
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        if not self._closing and self.transport is not None:
+            self._node.metrics.disconnected(disconnect.code)
+        self.send_close(disconnect.code, disconnect.reason)
