@@ -445,6 +445,19 @@ async def test_uni_connect_refused_ends_with_a_disconnect_push(
     assert status == 400
 
 
+async def test_uni_connect_with_an_expired_token_is_told_to_reconnect(
+    start_app: StartApp, open_stream: Callable[..., Awaitable[Stream]]
+) -> None:
+    app = await start_app()
+    secret = app.settings.client.token.hmac_secret_key
+    expired = tokens.make_connection_token(secret, "42", ttl=10, now=1000.0)
+    body = json.dumps({"token": expired}).encode()
+    stream = await open_stream(app.port, post("/connection/uni_http_stream", body))
+    message = await stream.next()
+    assert message["disconnect"]["code"] == 3005  # reconnect with a fresh token
+    await stream.end()
+
+
 async def test_uni_websocket_first_message_or_query_connects(start_app: StartApp) -> None:
     app = await start_app()
     _server_side_news(app)

@@ -57,15 +57,17 @@ def _encode_user_value(value: Any) -> msgspec.Raw:
         raise TypeError(f"handler returned a value that is not JSON-serialisable: {exc}") from exc
 
 
-async def execute(session: Session, command: proto.Command) -> None:
-    """Run ``command`` and write its reply (if it has one). Never raises."""
+async def execute(session: Session, command: proto.Command) -> ReplyError | None:
+    """Run ``command`` and write its reply (if it has one). Never raises; returns the error
+    the command was answered with, if any (unidirectional transports, which have no error
+    replies, turn a refused connect into a disconnect with it)."""
     method = command.method or "unknown"
     metrics = session.node.metrics
     if method != "connect" and not session.connected:
         # It followed a connect in the same frame, and that connect failed (client.go:
         # a command before authentication is a bad request).
         session.disconnect(Disconnect.bad_request())
-        return
+        return None
     with metrics.command(method):
         try:
             reply = await _DISPATCH[method](session, command)
@@ -75,19 +77,20 @@ async def execute(session: Session, command: proto.Command) -> None:
                 session.conn.connect_failed()
             if command.id:
                 session.send(proto.encode_error_reply(command.id, error))
-            return
+            return error
         except Disconnect as disconnect:
             logger.debug("x client %s: %s -> %s", session.client_id, method, disconnect)
             session.disconnect(disconnect)
-            return
+            return None
         except Exception:
             logger.exception("! client %s: %s failed", session.client_id, method)
             metrics.command_error(method, 100)
             if command.id:
                 session.send(proto.encode_error_reply(command.id, ReplyError.internal()))
-            return
+            return ReplyError.internal()
     if reply:
         session.send(reply)
+    return None
 
 
 # Connect and refresh --------------------------------------------------------------------

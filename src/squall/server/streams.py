@@ -51,7 +51,7 @@ from squall.core.commands import execute
 from squall.core.session import Session
 from squall.core.transport import Framing
 from squall.core.writer import Writer
-from squall.errors import Disconnect
+from squall.errors import Disconnect, ReplyError
 from squall.protocol import client as proto
 from squall.server.http_types import Request, Response, StreamResponse
 
@@ -611,7 +611,17 @@ async def serve_stream(
         return None
     # Unidirectional: run the connect here; a refused connect ends the stream with a
     # disconnect (the unidirectional protocol has no error replies).
-    await execute(session, command)
-    if not session.closed and not session.connected:
-        session.disconnect(Disconnect.bad_request())
+    refuse_if_not_connected(session, await execute(session, command))
     return None
+
+
+def refuse_if_not_connected(session: Session, error: ReplyError | None) -> None:
+    """After a unidirectional connect: a refused one ends with a disconnect, since these
+    transports have no error replies. An expired token is 3005 (the client reconnects with a
+    fresh one); anything else 3501."""
+    if session.closed or session.connected:
+        return
+    if error is not None and error.code == ReplyError.token_expired().code:
+        session.disconnect(Disconnect.expired())
+    else:
+        session.disconnect(Disconnect.bad_request())

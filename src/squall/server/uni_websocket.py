@@ -22,7 +22,7 @@ from squall.core.commands import execute
 from squall.errors import Disconnect
 from squall.protocol import client as proto
 from squall.protocol import websocket as ws
-from squall.server.streams import disconnect_push, to_uni
+from squall.server.streams import disconnect_push, refuse_if_not_connected, to_uni
 from squall.server.websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -114,8 +114,6 @@ class UniWebSocketConnection(WebSocketConnection):
         command = proto.Command(id=1, connect=request)
 
         async def connect() -> None:
-            await execute(session, command)
-            if not session.closed and not session.connected:
-                session.disconnect(Disconnect.bad_request())
+            refuse_if_not_connected(session, await execute(session, command))
 
         self._node.spawn(connect())
