@@ -18,12 +18,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import uvloop
 
 from squall.server.http import Handler, HttpLimits, HttpServer
+
+if TYPE_CHECKING:
+    from squall.app import App
+    from squall.config import Settings
 
 IO_TIMEOUT = 5.0
 """Seconds any single client read may take before the test fails instead of hanging."""
@@ -169,3 +173,37 @@ async def raw_client() -> AsyncIterator[Callable[[int], Awaitable[RawClient]]]:
     yield connect
     for client in clients:
         await client.close()
+
+
+StartApp = Callable[..., Awaitable["App"]]
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[StartApp]:
+    """``await start_app(settings=None, **overrides) -> App``: a whole Squall server on a free
+    127.0.0.1 port (settings from tests.core.conftest.make_settings plus dotted overrides),
+    stopped at teardown."""
+    from squall.app import App
+    from tests.core.conftest import make_settings
+
+    apps: list[App] = []
+
+    async def start(settings: Settings | None = None, **overrides: Any) -> App:
+        settings = settings or make_settings(
+            **{"http_server.port": 0, "http_server.address": "127.0.0.1", **overrides}
+        )
+        app = App(settings)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop(timeout=2.0)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = IO_TIMEOUT) -> None:
+    """Wait for server-side state that has no event to await (bounded by ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls another component's state
+            await asyncio.sleep(0.01)

@@ -10,51 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
-from squall.app import App
-from squall.config import Settings
 from squall.protocol import sockjs as sockjs_proto
 from squall.server import centrifuge_sockjs
 from squall.types import Channel, RawJSON
-from tests.core.conftest import make_settings
-from tests.server.conftest import RawClient, RawResponse
+from tests.server.conftest import RawClient, RawResponse, StartApp
 
 LOOPS = ("asyncio", "uvloop")
 TIMEOUT = 5.0
 PREFIX = "/connection/sockjs"
 
-StartApp = Callable[..., Awaitable[App]]
 Connect = Callable[[int], Awaitable[RawClient]]
-
-
-@pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
-    apps: list[App] = []
-
-    async def start(settings: Settings | None = None, **overrides: Any) -> App:
-        settings = settings or make_settings(
-            **{"http_server.port": 0, "http_server.address": "127.0.0.1", **overrides}
-        )
-        app = App(settings)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop(timeout=2.0)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Wait for server-side state that has no event to await (bounded by TIMEOUT)."""
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():  # noqa: ASYNC110 - polls another component's state
-            await asyncio.sleep(0.01)
 
 
 def raw(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:

@@ -18,34 +18,14 @@ from websockets.asyncio.client import connect
 
 from squall import tokens
 from squall.app import App
-from squall.config import Settings
 from squall.core.handlers import ConnectEvent, ConnectReply
 from squall.server.streams import SSEFraming, to_uni
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, make_settings
+from tests.core.conftest import SECRET
+from tests.server.conftest import StartApp
 
 TIMEOUT = 5.0
 LOOPS = ("asyncio", "uvloop")
-
-StartApp = Callable[..., Awaitable[App]]
-
-
-@pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
-    apps: list[App] = []
-
-    async def start(settings: Settings | None = None, **overrides: Any) -> App:
-        settings = settings or make_settings(
-            **{"http_server.port": 0, "http_server.address": "127.0.0.1", **overrides}
-        )
-        app = App(settings)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop(timeout=2.0)
 
 
 class Stream:

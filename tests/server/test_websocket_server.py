@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,39 +19,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from squall.app import App
-from squall.config import Settings
 from squall.types import Channel, RawJSON
-from tests.core.conftest import make_settings
+from tests.server.conftest import StartApp, wait_until
 
 TIMEOUT = 5.0
 LOOPS = ("asyncio", "uvloop")  # production runs on uvloop: test both (see conftest)
-
-StartApp = Callable[..., Awaitable[App]]
-
-
-@pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
-    apps: list[App] = []
-
-    async def start(settings: Settings | None = None, **overrides: Any) -> App:
-        settings = settings or make_settings(
-            **{"http_server.port": 0, "http_server.address": "127.0.0.1", **overrides}
-        )
-        app = App(settings)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop(timeout=2.0)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Wait for server-side state that has no event to await (bounded by TIMEOUT)."""
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():  # noqa: ASYNC110 - polls another component's state
-            await asyncio.sleep(0.01)
 
 
 def url(app: App) -> str:
