@@ -48,6 +48,8 @@ PROBE_DELIVERIES = 400_000.0
 """Offered deliveries/s of the saturation probe: above what any peer reaches on one core."""
 LEVELS = (0.4, 0.6, 0.75, 0.85, 0.95, 1.05)
 """Fractions of the probe's peak offered on the way up."""
+MIN_LEVEL = 0.02
+"""When even the first level fails, the ramp halves the fraction down to this."""
 MAX_LEVEL = 3.0
 """Past the last fraction the ramp climbs by 15% a level while p99 holds, up to this."""
 SERVER_CPU = 0
@@ -248,6 +250,7 @@ def find_knee(
         return knee
     fractions = list(LEVELS)
     retried = False
+    failed_at = MAX_LEVEL  # the lowest fraction that failed twice (downward search)
     while fractions:
         fraction = fractions.pop(0)
         wait_idle(server.pid)  # the previous level's backlog and connections are gone
@@ -279,6 +282,13 @@ def find_knee(
         )
         if not level.ok:
             if retried:
+                if knee.knee == 0 and fraction > MIN_LEVEL:
+                    # Nothing passed yet: this server's latency breaks the limit far below
+                    # its peak (serial awaits per recipient); search downwards.
+                    retried = False
+                    failed_at = min(failed_at, fraction)
+                    fractions = [fraction / 2]
+                    continue
                 break
             # One latency spike (a GC pause, a noisy neighbour) must not end the ramp:
             # measure the same level once more, and stop if it fails again.
@@ -291,9 +301,12 @@ def find_knee(
             knee.disturbance = max(float(probe["disturbance"]), float(result["disturbance"]))
             knee.p50_ms = float(result["p50_ms"])
             knee.p99_ms = float(result["p99_ms"])
-        if not fractions and fraction < MAX_LEVEL:
+        if not fractions and fraction < MAX_LEVEL and fraction >= LEVELS[-1]:
             # The probe underestimated this server (it was not saturated): keep climbing.
             fractions.append(fraction * 1.15)
+        elif not fractions and fraction * 1.3 < failed_at:
+            # Found a passing level below a failing one: climb back towards it.
+            fractions.append(fraction * 1.3)
     knee.peak = max([knee.peak] + [level.delivered for level in knee.levels])
     return knee
 
