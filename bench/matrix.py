@@ -224,20 +224,30 @@ def find_knee(
     report: Callable[[str], None],
 ) -> Knee:
     knee = Knee(server.spec.name, scenario, clients, run)
-    wait_idle(server.pid)
-    probe = _measure(
-        binary,
-        server,
-        scenario,
-        clients,
-        PROBE_DELIVERIES,
-        config.probe_duration,
-        0.5,
-        config,
-        report,
-        probe=True,
-    )
-    knee.levels.append(Level(PROBE_DELIVERIES, probe, ok=False, probe=True))
+    # Probe at overload; a server so swamped that it delivers under a tenth of the next
+    # lower probe (serial sends, a backlog it never catches up on) is probed again 10x lower.
+    offered = PROBE_DELIVERIES
+    probe: dict[str, Any] = {}
+    while True:
+        wait_idle(server.pid)
+        result = _measure(
+            binary,
+            server,
+            scenario,
+            clients,
+            offered,
+            config.probe_duration,
+            0.5,
+            config,
+            report,
+            probe=True,
+        )
+        knee.levels.append(Level(offered, result, ok=False, probe=True))
+        if not probe or result["delivered_per_s"] > probe["delivered_per_s"]:
+            probe = result
+        if result["delivered_per_s"] >= offered / 100 or offered <= PROBE_DELIVERIES / 100:
+            break
+        offered /= 10
     knee.peak = float(probe["delivered_per_s"])
     knee.gen_cpu = float(probe["gen_cpu"])
     knee.server_cpu = float(probe["server_cpu"])
