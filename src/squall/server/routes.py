@@ -34,7 +34,7 @@ from squall.server.http_types import Request, Response
 from squall.server.origin import OriginChecker
 from squall.server.sockjs import SockJSServer
 from squall.server.stream_routes import StreamRoutes
-from squall.server.websocket import WebSocketConnection
+from squall.server.websocket import WebSocketConnection, check_upgrade
 
 if TYPE_CHECKING:
     from squall.core.node import Node
@@ -142,15 +142,9 @@ class Router:
 
     def websocket(self, request: Request, conn: HttpConnection) -> Response | None:
         """Validate the opening handshake (RFC 6455 §4.2.1) and hand the socket over."""
-        try:
-            key = handshake.check_request(request.method, request.headers.as_dict())
-        except handshake.HandshakeError as exc:
-            headers = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
-            return Response(exc.status, exc.message.encode(), headers=headers)
-        origin = request.headers.get("origin")
-        if not self.origins.allowed(origin, request.headers.get("host")):
-            logger.info("! refused WebSocket from origin %r (client.allowed_origins)", origin)
-            return Response(403, b"origin not allowed")
+        key = check_upgrade(request, self.origins, "WebSocket")
+        if isinstance(key, Response):
+            return key
         remote = request.remote[0] if request.remote else ""
         protocol = WebSocketConnection(
             self.node,

@@ -34,6 +34,7 @@ from squall.server.streams import (
     serve_stream,
 )
 from squall.server.uni_websocket import UniWebSocketConnection
+from squall.server.websocket import check_upgrade
 
 if TYPE_CHECKING:
     from squall.core.node import Node
@@ -83,15 +84,9 @@ class StreamRoutes:
         )
 
     def uni_websocket(self, request: Request, conn: HttpConnection) -> Response | None:
-        try:
-            key = handshake.check_request(request.method, request.headers.as_dict())
-        except handshake.HandshakeError as exc:
-            headers = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
-            return Response(exc.status, exc.message.encode(), headers=headers)
-        origin = request.headers.get("origin")
-        if not self.origins.allowed(origin, request.headers.get("host")):
-            logger.info("! refused uni_websocket from origin %r (client.allowed_origins)", origin)
-            return Response(403, b"origin not allowed")
+        key = check_upgrade(request, self.origins, "uni_websocket")
+        if isinstance(key, Response):
+            return key
         settings = self.node.settings
         protocol = UniWebSocketConnection(
             self.node,

@@ -20,13 +20,22 @@ from typing import TYPE_CHECKING, cast
 from squall.core.session import Session
 from squall.core.writer import Writer
 from squall.errors import Disconnect
+from squall.protocol import handshake
 from squall.protocol import websocket as ws
+from squall.server.http_types import Request, Response
+from squall.server.origin import OriginChecker
 
 if TYPE_CHECKING:
     from squall.core.node import Node
     from squall.server.routes import OpenTransports
 
-__all__ = ["TEXT_FRAMING", "TextFraming", "WebSocketConnection", "WebSocketDriver"]
+__all__ = [
+    "TEXT_FRAMING",
+    "TextFraming",
+    "WebSocketConnection",
+    "WebSocketDriver",
+    "check_upgrade",
+]
 
 logger = logging.getLogger("squall.websocket")
 
@@ -41,6 +50,22 @@ class TextFraming:
 
 
 TEXT_FRAMING = TextFraming()
+
+
+def check_upgrade(request: Request, origins: OriginChecker, what: str) -> str | Response:
+    """The opening handshake's key, or the response that refuses it: RFC 6455 §4.2.1's checks
+    (426 with the supported version for a wrong one), then ``client.allowed_origins`` (403).
+    ``what`` names the endpoint in the log."""
+    try:
+        key = handshake.check_request(request.method, request.headers.as_dict())
+    except handshake.HandshakeError as exc:
+        headers = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
+        return Response(exc.status, exc.message.encode(), headers=headers)
+    origin = request.headers.get("origin")
+    if not origins.allowed(origin, request.headers.get("host")):
+        logger.info("! refused %s from origin %r (client.allowed_origins)", what, origin)
+        return Response(403, b"origin not allowed")
+    return key
 
 
 class WebSocketDriver(asyncio.Protocol):
