@@ -85,7 +85,7 @@ class Node:
         self.hub = Hub()
         self.channels = ChannelRules(settings)
         self.id = secrets.token_hex(8)
-        self.name = settings.node_name if hasattr(settings, "node_name") else "squall"
+        self.name = "squall"  # one node per process; a node-name option comes with scale-out
         self.started_at = time.time()
         self._timers: TimerWheel | None = None
         self._broker_channels: set[Channel] = set()
