@@ -37,6 +37,11 @@ from .test_recovery import FORCE_RECONNECT, TIMEOUT, ClientEvents, SubEvents, ne
 
 pytestmark = pytest.mark.e2e
 
+# centrifuge-python 0.7 leaves the transport of a connection the server dropped (3011) for the
+# garbage collector; tests/conftest.py collects after each test, so that leak of the client
+# library (not of Squall) would fail this test at random. Only that warning is ignored here.
+CLIENT_LEAK = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 ALL = "radio:station.>"
 NEWS = "radio:station.*.news"
 STATIONS = [f"radio:station.{n}.{kind}" for n in range(1, 11) for kind in ("news", "tweet")]
@@ -275,6 +280,7 @@ def test_js_radio_station(
 # --- centrifuge-python ---------------------------------------------------------------------------
 
 
+@CLIENT_LEAK
 async def test_python_radio_station(squall_server: SquallServer) -> None:
     """centrifuge-python has no `since`: get_state reads the pattern's position (history limit
     0) and the backlog is published before it returns, so the subscribe recovers it."""

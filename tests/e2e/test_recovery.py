@@ -36,6 +36,11 @@ from .harness import NodeScriptFactory, SquallServer
 
 pytestmark = pytest.mark.e2e
 
+# centrifuge-python 0.7 leaves the transport of a connection the server dropped (3011) for the
+# garbage collector; tests/conftest.py collects after each test, so that leak of the client
+# library (not of Squall) would fail this test at random. Only that warning is ignored here.
+CLIENT_LEAK = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 MISSED = 5
 TIMEOUT = 10.0
 FORCE_RECONNECT = (3011, "force reconnect")
@@ -264,6 +269,7 @@ def sent() -> Iterator[SentCommands]:
         log.setLevel(level)
 
 
+@CLIENT_LEAK
 async def test_python_reconnect_recovers_missed_publications(
     squall_server: SquallServer, rec_channel: str, user: str, sent: SentCommands
 ) -> None:
