@@ -64,6 +64,12 @@ class RecordingTransport:
         return messages
 
 
+async def delivered() -> None:
+    """Let the hub write this turn's broadcasts: it flushes every subscriber's frames once at
+    the end of the event-loop turn (core/hub.py), as a real client would see them."""
+    await asyncio.sleep(0)
+
+
 class Client:
     """A session on a recording transport, with helpers to send commands and await replies."""
 
@@ -79,7 +85,11 @@ class Client:
         """Let the session's command task and background work run to completion."""
         for _ in range(50):
             await asyncio.sleep(0)
-            if self.session._task is None and not self.node._background:
+            if (
+                self.session._task is None
+                and not self.node._background
+                and not self.node.hub._flush_scheduled
+            ):
                 break
 
     async def send(self, frame: bytes | dict[str, Any]) -> None:

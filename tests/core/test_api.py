@@ -19,7 +19,7 @@ from squall.core.api import PublishParams, ServerAPI, compile_glob
 from squall.core.node import VERSION, Node
 from squall.errors import Disconnect, ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, Client, make_settings
+from tests.core.conftest import SECRET, Client, delivered, make_settings
 
 NewClient = Callable[[], Client]
 
@@ -92,6 +92,7 @@ async def test_publish_returns_position_and_delivers_data_verbatim(
     second = await api.call("publish", {"channel": "news", "data": [1, 2]})
     assert first["offset"] == 1
     assert second == {"offset": 2, "epoch": first["epoch"]}
+    await delivered()
     # The payload's own spacing reaches the client: it was never re-encoded.
     assert b'"data":{"text":  "hi" }' in c.transport.frames[0]
     assert [p["pub"]["data"] for p in c.pushes()] == [{"text": "hi"}, [1, 2]]
@@ -135,6 +136,7 @@ async def test_b64data_holding_json_is_published(api: ServerAPI, new_client: New
     c.transport.take()
     b64 = base64.b64encode(b'{"bin": true}').decode()
     await api.call("publish", {"channel": "news", "b64data": b64, "data": {"ignored": 1}})
+    await delivered()
     assert [p["pub"]["data"] for p in c.pushes()] == [{"bin": True}]
 
 
@@ -345,6 +347,7 @@ async def test_subscribe_pushes_and_delivers(
     assert other.transport.take() == []
 
     await api.call("publish", {"channel": "room:a", "data": {"n": 1}})
+    await delivered()
     assert [p["pub"]["data"] for p in c.pushes()] == [{"n": 1}]
 
 

@@ -12,7 +12,7 @@ from squall.core.node import Node
 from squall.core.patterns import PatternIndex, matches, valid_pattern
 from squall.errors import ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import Client, make_settings
+from tests.core.conftest import Client, delivered, make_settings
 
 
 @pytest.mark.parametrize(
@@ -81,6 +81,7 @@ def channels() -> list[str]:
 async def publish_all(node: Node, names: list[str], round_: int) -> None:
     for name in names:
         await node.publish(Channel(name), RawJSON(msgspec.json.encode({"ch": name, "r": round_})))
+    await delivered()
 
 
 def pubs_of(c: Client) -> list[dict[str, Any]]:

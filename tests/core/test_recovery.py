@@ -18,7 +18,7 @@ from squall.core.broker import HistoryResult
 from squall.core.node import Node
 from squall.errors import Disconnect
 from squall.types import Channel, Epoch, RawJSON, StreamPosition
-from tests.core.conftest import Client, make_settings
+from tests.core.conftest import Client, delivered, make_settings
 
 CHANNEL = Channel("rec:feed")
 HISTORY_SIZE = 5
@@ -62,7 +62,9 @@ async def subscribe(c: Client, **params: Any) -> dict[str, Any]:
 
 
 async def publish(node: Node, n: int) -> StreamPosition:
-    return await node.publish(CHANNEL, RawJSON(msgspec.json.encode(n)))
+    position = await node.publish(CHANNEL, RawJSON(msgspec.json.encode(n)))
+    await delivered()
+    return position
 
 
 def pub_offsets(c: Client) -> list[int]:

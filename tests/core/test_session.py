@@ -13,7 +13,7 @@ from squall.core.handlers import ConnectEvent, ConnectReply, RPCEvent, RPCReply
 from squall.core.node import Node
 from squall.errors import Disconnect, ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, Client, make_settings
+from tests.core.conftest import SECRET, Client, delivered, make_settings
 
 NewClient = Callable[[], Client]
 
@@ -122,6 +122,7 @@ async def test_broadcast_writes_the_same_bytes_to_every_subscriber(
         await c.call("subscribe", {"channel": "room"})
         c.transport.take()
     await node.publish(Channel("room"), RawJSON(b'{"n":1}'))
+    await delivered()
     frames = [c.transport.frames[-1] for c in clients]
     assert all(f is frames[0] for f in frames)  # one encoding, shared
 
@@ -238,6 +239,7 @@ async def test_on_connecting_handler_sets_user_and_server_side_channels(
     assert result["data"] == {"welcome": True}
     c.transport.take()
     await node.publish(Channel("lobby"), RawJSON(b'"hello"'))
+    await delivered()
     assert c.pushes() == [{"channel": "lobby", "pub": {"data": "hello", "offset": 1}}]
 
 
@@ -269,6 +271,7 @@ async def test_slow_client_is_disconnected_and_counted(node: Node, new_client: N
     slow.transport.writer.max_size = 100
     for _ in range(10):
         await node.publish(Channel("firehose"), RawJSON(b'"0123456789012345678901234567890"'))
+    await delivered()
     assert slow.transport.closed_with == Disconnect.slow()
     assert slow.session.closed
     assert node.hub.num_subscribers(Channel("firehose")) == 1

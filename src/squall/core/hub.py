@@ -2,10 +2,13 @@
 
 Broadcast is the hot path. A channel's subscribers are grouped by wire variant (the
 transport's :class:`~squall.core.transport.Framing`), so a publication is framed once per
-variant, and each subscriber costs one :meth:`Writer.offer` (normally one
-``transport.write``): no await, no task, no encoding per recipient. Subscribers whose queue
-overflows are collected during the loop and disconnected as slow after it, so the loop never
-mutates what it iterates.
+variant, and each subscriber costs one list append: no await, no task, no encoding per
+recipient. The frames of one event-loop turn are written per subscriber at the end of the turn
+(:meth:`Hub.flush`, scheduled with ``call_soon``): one ``transport.write`` per client per turn
+however many publications it got (core/writer.py). A turn holds at most
+:data:`MAX_TURN_BROADCASTS` broadcasts before the hub flushes, so the pending frames stay
+bounded. Subscribers whose queue overflows are collected during the loop and disconnected as
+slow after it, so the loop never mutates what it iterates.
 
 Python runs one event loop per process, so the hub needs no locks and no sharding: one dict
 lookup finds a channel's subscribers.
@@ -13,6 +16,7 @@ lookup finds a channel's subscribers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -23,7 +27,11 @@ from squall.types import Channel, ClientId, Publication, UserId
 if TYPE_CHECKING:
     from squall.core.session import Session
 
-__all__ = ["Hub"]
+__all__ = ["MAX_TURN_BROADCASTS", "Hub"]
+
+MAX_TURN_BROADCASTS = 64
+"""Broadcasts coalesced per event-loop turn before the hub flushes anyway: bounds the frames a
+writer holds pending (and so the memory of a burst, e.g. a large API batch)."""
 
 
 class _Subscribers:
@@ -51,6 +59,9 @@ class Hub:
         self._users: dict[UserId, set[Session]] = {}
         self._channels: dict[Channel, _Subscribers] = {}
         self.num_subscriptions = 0
+        self._dirty: list[Writer] = []  # writers with pending frames, flushed by flush()
+        self._turn_broadcasts = 0
+        self._flush_scheduled = False
 
     # Sessions ----------------------------------------------------------------------------
 
@@ -170,22 +181,49 @@ class Hub:
         if subs.buffering and pub is not None:
             for buffered in subs.buffering.values():
                 buffered.append(pub)
+        if self._turn_broadcasts >= MAX_TURN_BROADCASTS:
+            self.flush()
+        self._turn_broadcasts += 1
+        dirty = self._dirty
         slow: list[Session] | None = None
         for framing, group in subs.by_framing.items():
             data = framing.frame(payload)
             for writer in group:
-                # The common case is the bare transport write (DESIGN.md §6); a paused or
-                # closed writer takes the queueing path (Writer.offer).
+                # The common case is one list append (DESIGN.md §6); a paused or closed
+                # writer takes the queueing path (Writer.offer).
                 if writer.direct:
-                    writer.write(data)
+                    pending = writer.pending
+                    if pending is None:
+                        writer.pending = [data]
+                        dirty.append(writer)
+                    else:
+                        pending.append(data)
                 elif not writer.offer(data):
                     if slow is None:
                         slow = []
                     slow.append(group[writer])
+        if not self._flush_scheduled and dirty:
+            self._schedule_flush()
         if slow is not None:
             for session in slow:
                 session.disconnect_slow()
         return subs.count
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every subscriber's pending frames of this turn (one call per client)."""
+        self._flush_scheduled = False
+        self._turn_broadcasts = 0
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        slow = [w.owner for w in dirty if not w.flush_pending() and w.owner is not None]
+        for owner in slow:
+            owner.disconnect_slow()
 
     def broadcast_join_leave(self, channel: Channel, payload: bytes) -> int:
         """Write a join or leave push to the subscribers that asked for them."""

@@ -97,6 +97,7 @@ class Session:
         self.node = node
         self.transport = transport
         self.writer = writer
+        writer.owner = self  # a flush of pending frames that overflows disconnects us
         self.client_id = client_id
         self.headers: Mapping[str, str] = headers or {}
         self.remote_addr = remote_addr

@@ -1,19 +1,34 @@
 """The bounded outgoing queue of one connection.
 
-Theory of operation: while the socket keeps up, :meth:`Writer.offer` hands bytes straight to
-``transport.write`` (one call, no copy, no await). When the event loop's transport reports
-that its buffer is above the high-water mark (``pause_writing``), offers are queued here
-instead, counting bytes; over ``max_size`` the offer fails and the owner disconnects the
-client as slow (``Disconnect.slow()``, 3008). ``resume_writing`` flushes the queue with one
-``writelines``. So a slow client costs at most ``max_size`` bytes of memory plus the
-transport's high-water mark, and never stalls anyone else.
+Theory of operation: a broadcast does not write to each subscriber at once. It appends the
+frame to the writer's :attr:`Writer.pending` list and the hub flushes every pending writer
+once at the end of the event-loop turn (:meth:`Hub.flush <squall.core.hub.Hub.flush>`), so
+a client that receives k publications in one turn costs one ``transport.write`` (one
+``writelines`` of k frames), not k: fewer syscalls and fewer TCP segments on both ends. While
+a writer has pending frames, every :meth:`Writer.offer` (replies, pings) appends behind
+them, so nothing overtakes a publication; a writer without pending frames hands replies
+straight to ``transport.write`` (one call, no copy, no await).
+
+When the event loop's transport reports that its buffer is above the high-water mark
+(``pause_writing``), offers are queued here instead, counting bytes; over ``max_size`` the
+offer fails and the owner disconnects the client as slow (``Disconnect.slow()``, 3008).
+``resume_writing`` flushes the queue with one ``writelines``. So a slow client costs at most
+``max_size`` bytes of memory plus the transport's high-water mark (and at most one turn's
+pending frames, which the hub bounds), and never stalls anyone else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-__all__ = ["Writer"]
+__all__ = ["SlowOwner", "Writer"]
+
+
+class SlowOwner(Protocol):
+    """Who to tell when a flush of pending frames overflows the queue (the session)."""
+
+    def disconnect_slow(self) -> None: ...
 
 
 class Writer:
@@ -26,7 +41,9 @@ class Writer:
         "closed",
         "direct",
         "max_size",
+        "owner",
         "paused",
+        "pending",
         "write",
     )
 
@@ -37,14 +54,18 @@ class Writer:
         max_size: int,
     ) -> None:
         self.write = write
-        """The transport's own ``write``: call it directly only while :attr:`direct`."""
+        """The transport's own ``write``."""
         self._writelines = writelines
         self.max_size = max_size
         self.paused = False
         self.closed = False
         self.direct = True
-        """Neither paused nor closed: a broadcast may call :attr:`write` itself, skipping
-        :meth:`offer` (one call less per recipient on the hot path)."""
+        """Neither paused nor closed: a broadcast may append to :attr:`pending` itself,
+        skipping :meth:`offer` (one call less per recipient on the hot path)."""
+        self.pending: list[bytes] | None = None
+        """Frames of this event-loop turn, written by :meth:`flush_pending`; the hub that
+        creates the list keeps the writer in its flush list."""
+        self.owner: SlowOwner | None = None
         self._queue: list[bytes] = []
         self._size = 0
 
@@ -56,11 +77,34 @@ class Writer:
         """Write or queue ``data``. False means the queue overflowed: disconnect as slow."""
         if self.closed:
             return True
+        pending = self.pending
+        if pending is not None:
+            pending.append(data)  # behind this turn's publications; the hub flushes it
+            return True
         if not self.paused:
             self.write(data)
             return True
         self._queue.append(data)
         self._size += len(data)
+        return self._size <= self.max_size
+
+    def flush_pending(self) -> bool:
+        """Hand this turn's frames to the transport (one call), or to the queue if it paused
+        meanwhile. False means the queue overflowed: disconnect as slow."""
+        pending = self.pending
+        if pending is None:
+            return True
+        self.pending = None
+        if self.closed:
+            return True
+        if not self.paused:
+            if len(pending) == 1:
+                self.write(pending[0])
+            else:
+                self._writelines(pending)
+            return True
+        self._queue.extend(pending)
+        self._size += sum(map(len, pending))
         return self._size <= self.max_size
 
     def pause(self) -> None:
@@ -77,15 +121,21 @@ class Writer:
             self._writelines(queue)
 
     def flush(self) -> None:
-        """Hand everything queued to the transport now, paused or not (before a graceful
-        close: the transport's own buffer is flushed by ``transport.close()``)."""
-        if self._queue and not self.closed:
-            queue, self._queue, self._size = self._queue, [], 0
+        """Hand everything queued and pending to the transport now, paused or not (before a
+        graceful close: the transport's own buffer is flushed by ``transport.close()``)."""
+        if self.closed:
+            return
+        queue, self._queue, self._size = self._queue, [], 0
+        if self.pending is not None:
+            queue.extend(self.pending)
+            self.pending = None
+        if queue:
             self._writelines(queue)
 
     def close(self) -> None:
-        """Drop anything queued and ignore further offers."""
+        """Drop anything queued or pending and ignore further offers."""
         self.closed = True
         self.direct = False
+        self.pending = None
         self._queue = []
         self._size = 0

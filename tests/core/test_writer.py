@@ -1,0 +1,145 @@
+"""Write coalescing: one transport call per client per event-loop turn, in order, bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from squall.core.hub import MAX_TURN_BROADCASTS
+from squall.core.node import Node
+from squall.errors import Disconnect
+from squall.types import Channel, RawJSON
+from tests.core.conftest import Client, delivered
+
+
+class CallLog:
+    """The transport side of a Writer: every call, as it was made."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append([data])
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        self.calls.append(list(chunks))
+
+    def frames(self) -> list[bytes]:
+        return [frame for call in self.calls for frame in call]
+
+
+def log_writes(client: Client) -> CallLog:
+    """Route the client's writer into a CallLog (its transport keeps working as before)."""
+    log = CallLog()
+    client.transport.writer.write = log.write
+    client.transport.writer._writelines = log.writelines
+    return log
+
+
+def pub_data(frames: list[bytes]) -> list[object]:
+    messages = [msgspec.json.decode(f) for f in frames]
+    return [m["push"]["pub"]["data"] for m in messages if "push" in m]
+
+
+async def subscribed(node: Node, channel: str, n: int = 1) -> list[Client]:
+    clients = []
+    for _ in range(n):
+        c = Client(node)
+        await c.connect()
+        await c.call("subscribe", {"channel": channel})
+        c.transport.take()
+        clients.append(c)
+    return clients
+
+
+async def publish(node: Node, channel: str, n: int) -> None:
+    await node.publish(Channel(channel), RawJSON(msgspec.json.encode(n)))
+
+
+async def test_publications_of_one_turn_reach_each_client_in_one_call(node: Node) -> None:
+    clients = await subscribed(node, "room", 3)
+    logs = [log_writes(c) for c in clients]
+    for n in range(5):
+        await publish(node, "room", n)  # the memory broker never suspends: one turn
+    assert all(log.calls == [] for log in logs)  # nothing written before the turn ends
+    await delivered()
+    for log in logs:
+        assert len(log.calls) == 1
+        assert pub_data(log.calls[0]) == [0, 1, 2, 3, 4]
+    # The same bytes for everyone: framed once per publication, not per recipient.
+    assert all(log.calls[0][0] is logs[0].calls[0][0] for log in logs)
+
+
+async def test_a_reply_written_after_a_publication_comes_after_it(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    await publish(node, "room", 1)
+    c.session.send(b'{"id":9,"rpc":{}}')  # a reply sent in the same turn
+    await delivered()
+    frames = log.frames()
+    assert pub_data(frames[:1]) == [1]
+    assert msgspec.json.decode(frames[1]) == {"id": 9, "rpc": {}}
+    # With nothing pending, a reply goes straight to the transport.
+    c.session.send(b'{"id":10,"rpc":{}}')
+    assert msgspec.json.decode(log.calls[-1][0]) == {"id": 10, "rpc": {}}
+
+
+async def test_a_turn_holds_a_bounded_number_of_publications(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    total = MAX_TURN_BROADCASTS * 2 + 5
+    for n in range(total):
+        await publish(node, "room", n)
+        pending = c.transport.writer.pending
+        assert pending is None or len(pending) <= MAX_TURN_BROADCASTS
+    await delivered()
+    assert [len(call) for call in log.calls] == [MAX_TURN_BROADCASTS, MAX_TURN_BROADCASTS, 5]
+    assert pub_data(log.frames()) == list(range(total))
+
+
+async def test_a_client_that_stops_reading_mid_turn_is_queued_then_dropped(node: Node) -> None:
+    slow, fast = await subscribed(node, "room", 2)
+    slow.transport.writer.max_size = 100
+    await publish(node, "room", 1)
+    await publish(node, "room", 2)
+    slow.transport.writer.pause()  # the socket filled up after the frames were pending
+    for n in range(3, 10):
+        await publish(node, "room", n)  # paused: these go to the bounded queue
+    await delivered()
+    assert slow.transport.closed_with == Disconnect.slow()
+    assert slow.session.closed
+    assert node.hub.num_subscribers(Channel("room")) == 1
+    assert [p["pub"]["data"] for p in fast.pushes()] == list(range(1, 10))
+
+
+async def test_pending_frames_paused_at_flush_wait_in_the_queue_in_order(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    writer = c.transport.writer
+    await publish(node, "room", 1)
+    await publish(node, "room", 2)
+    writer.pause()
+    await delivered()
+    assert log.calls == []
+    assert not c.session.closed
+    await publish(node, "room", 3)
+    writer.resume()
+    assert len(log.calls) == 1  # the whole queue in one call
+    assert pub_data(log.frames()) == [1, 2, 3]
+
+
+async def test_flush_before_close_keeps_order_and_close_drops_pending(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    writer = c.transport.writer
+    await publish(node, "room", 1)
+    writer.offer(b'{"id":1,"rpc":{}}')
+    writer.flush()  # a graceful close: everything, in order, now
+    assert len(log.calls) == 1
+    assert pub_data(log.frames()) == [1]
+    assert writer.pending is None
+    await publish(node, "room", 2)
+    writer.close()
+    await delivered()
+    assert len(log.calls) == 1  # the frame pending at close was dropped, not written
