@@ -45,7 +45,12 @@ P99_LIMIT_MS = 100.0
 SCENARIOS = ("idle", "broadcast", "fanout")
 """Run in this order on one server process: idle first, on a fresh heap."""
 PROBE_DELIVERIES = 400_000.0
-"""Offered deliveries/s of the saturation probe: above what any peer reaches on one core."""
+"""Offered deliveries/s of the first saturation probe: above what a server writing each
+message to each client reaches on one core here."""
+PROBE_MAX = 25_600_000.0
+"""The probe is raised 4x at a time, up to this, while a server delivers what is offered."""
+KEPT_UP = 0.9
+"""Delivered / offered above which a probe did not saturate the server."""
 LEVELS = (0.4, 0.6, 0.75, 0.85, 0.95, 1.05)
 """Fractions of the probe's peak offered on the way up."""
 MIN_LEVEL = 0.02
@@ -224,8 +229,9 @@ def find_knee(
     report: Callable[[str], None],
 ) -> Knee:
     knee = Knee(server.spec.name, scenario, clients, run)
-    # Probe at overload; a server so swamped that it delivers under a tenth of the next
-    # lower probe (serial sends, a backlog it never catches up on) is probed again 10x lower.
+    # Probe at overload, raised 4x while the server keeps up; a server so swamped that it
+    # delivers under a tenth of the next lower probe (serial sends, a backlog it never
+    # catches up on) is probed again 10x lower.
     offered = PROBE_DELIVERIES
     probe: dict[str, Any] = {}
     while True:
@@ -245,6 +251,9 @@ def find_knee(
         knee.levels.append(Level(offered, result, ok=False, probe=True))
         if not probe or result["delivered_per_s"] > probe["delivered_per_s"]:
             probe = result
+        if result["delivered_per_s"] >= KEPT_UP * offered and offered < PROBE_MAX:
+            offered *= 4  # it kept up: not saturated yet (coalesced writes go far)
+            continue
         if result["delivered_per_s"] >= offered / 100 or offered <= PROBE_DELIVERIES / 100:
             break
         offered /= 10

@@ -84,6 +84,7 @@ def write_results(
         f"- Machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory']}, "
         f"Linux {info['kernel']}, Python {info['python']}",
         "- Server pinned to CPU 0 (taskset), C load generator (bench/loadgen) on CPU 1.",
+        *([f"- Scheduling: {info['scheduling']}"] if info.get("scheduling") else []),
         "- knee: highest delivered messages/s with p99 < 100 ms; peak: delivered messages/s "
         "under overload (latency regardless); ratio: Squall's knee / this server's knee, "
         "median of per-run ratios (each from one run, never across runs).",

@@ -140,6 +140,10 @@ def _raw_command(port: int, scratch: Path) -> list[str]:
     return [sys.executable, str(PEERS_DIR / "raw_uvloop.py"), "--port", str(port)]
 
 
+def _raw_batched_command(port: int, scratch: Path) -> list[str]:
+    return [*_raw_command(port, scratch), "--batch"]
+
+
 def _raw_versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -252,6 +256,13 @@ SERVERS: dict[str, ServerSpec] = {
             "raw-uvloop",
             "bare uvloop Protocol: frame once, one transport.write per client (the ceiling)",
             _raw_command,
+            versions=_raw_versions,
+        ),
+        ServerSpec(
+            "raw-uvloop-batched",
+            "bare uvloop Protocol, frames of one loop turn joined once and written to each"
+            " client in one transport.write (the ceiling for coalesced writes, as Squall does)",
+            _raw_batched_command,
             versions=_raw_versions,
         ),
         ServerSpec(

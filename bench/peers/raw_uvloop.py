@@ -4,6 +4,10 @@ Every text message a client sends is framed once and written to every connected 
 one ``transport.write`` each; ``POST /api/publish`` broadcasts the request body the same way.
 No framework, no per-recipient work beyond the write: what any Python server on uvloop can at
 best reach on one core. Run: ``python raw_uvloop.py --port 8001``.
+
+With ``--batch`` the frames of one event-loop turn are joined once and written to every client
+in one ``transport.write`` at the end of the turn (``call_soon``): the ceiling for a server
+that coalesces its writes per turn, as Squall does (core/hub.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 def broadcast(payload: bytes) -> None:
     data = frame(1, payload)
+    if BATCH:
+        if not PENDING:
+            asyncio.get_running_loop().call_soon(flush)
+        PENDING.append(data)
+        return
+    for transport in CLIENTS:
+        transport.write(data)
+
+
+BATCH = False
+PENDING: list[bytes] = []
+
+
+def flush() -> None:
+    data = b"".join(PENDING)
+    PENDING.clear()
     for transport in CLIENTS:
         transport.write(data)
 
@@ -155,5 +175,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--batch", action="store_true", help="coalesce writes per loop turn")
     args = parser.parse_args()
+    BATCH = args.batch
     uvloop.run(main(args.host, args.port))
