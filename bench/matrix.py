@@ -57,6 +57,10 @@ MIN_LEVEL = 0.02
 """When even the first level fails, the ramp halves the fraction down to this."""
 MAX_LEVEL = 3.0
 """Past the last fraction the ramp climbs by 15% a level while p99 holds, up to this."""
+API_CONNS = 64
+"""Keep-alive connections the generator publishes through in fan-out, one request in flight
+on each: with 8, a server that writes a turn's publications at once (Squall) waited on the
+generator's requests, not on its CPU."""
 SERVER_CPU = 0
 GENERATOR_CPU = 1
 DISTURBANCE_LIMIT = 0.15
@@ -133,7 +137,7 @@ def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
     if scenario == "broadcast":
         # each message goes to all N clients: N clients * r msgs/s * N = offered
         return ["--rate", f"{offered / clients / clients:.6g}"]
-    return ["--api-rate", f"{offered / clients:.6g}", "--api-conns", "8"]
+    return ["--api-rate", f"{offered / clients:.6g}", "--api-conns", str(API_CONNS)]
 
 
 def _cpu_seconds(pid: int) -> float:
