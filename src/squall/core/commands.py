@@ -22,7 +22,7 @@ from squall import tokens
 from squall.core import subscriptions
 from squall.core.handlers import ConnectEvent, MessageEvent, RPCEvent, SubscribeEvent
 from squall.core.node import VERSION, client_info_msg, publication_msg
-from squall.core.session import Subscription
+from squall.core.session import NO_HEADERS, Subscription
 from squall.errors import Disconnect, ReplyError
 from squall.protocol import client as proto
 from squall.protocol import recovery
@@ -230,6 +230,7 @@ async def _connect(session: Session, command: proto.Command) -> bytes | None:
     node.hub.add_session(session)
     node.metrics.connection_opened(session.transport.name)
     session.conn.connected(node.loop_time())
+    session.headers = NO_HEADERS  # only on_connecting reads them: free them
     subs: dict[str, proto.SubscribeResult] = {}
     for sub in prepared:
         opts = sub.opts
@@ -354,10 +355,11 @@ async def _subscribe(session: Session, command: proto.Command) -> bytes | None:
     ):
         raise ReplyError.bad_request()
     channel = Channel(req.channel)
-    if channel in session.subscriptions or channel in session.buffering:
+    buffering = session.buffering or ()
+    if channel in session.subscriptions or channel in buffering:
         raise ReplyError.already_subscribed()
     limit = node.settings.client.channel_limit
-    if limit > 0 and len(session.subscriptions) + len(session.buffering) >= limit:
+    if limit > 0 and len(session.subscriptions) + len(buffering) >= limit:
         raise ReplyError.limit_exceeded()
     # Centrifugo's order (docs/server/channel_permissions.md): private channels need a
     # subscription token (not supported yet); a user-limited channel admits only its users;

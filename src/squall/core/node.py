@@ -156,10 +156,10 @@ class Node:
         in the background."""
         was_connected = self.hub.session(session.client_id) is session
         self.hub.remove_session(session)
-        for channel in session.buffering:
+        for channel in session.buffering or ():
             self.hub.stop_buffering(channel, session)
             self.release_broker_channel(channel)
-        session.buffering.clear()
+        session.buffering = None
         subs = list(session.subscriptions.values())
         session.subscriptions.clear()
         for sub in subs:

@@ -24,6 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from squall.core.transport import Transport
@@ -43,9 +44,12 @@ from squall.types import Channel, ClientId, ClientInfo, RawJSON, UserId
 if TYPE_CHECKING:
     from squall.core.node import Node
 
-__all__ = ["Session", "Subscription"]
+__all__ = ["NO_HEADERS", "Session", "Subscription"]
 
 logger = logging.getLogger("squall.session")
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""A session's headers before they are given and after connect (shared, read-only)."""
 
 
 @dataclass(slots=True)
@@ -63,7 +67,6 @@ class Session:
     """One connection's server-side state. See the module docstring."""
 
     __slots__ = (
-        "__weakref__",
         "_inbox",
         "_scheduled_slot",
         "_task",
@@ -99,7 +102,8 @@ class Session:
         self.writer = writer
         writer.owner = self  # a flush of pending frames that overflows disconnects us
         self.client_id = client_id
-        self.headers: Mapping[str, str] = headers or {}
+        self.headers: Mapping[str, str] = headers or NO_HEADERS
+        """The upgrade request's headers, for ``on_connecting``; dropped once connected."""
         self.remote_addr = remote_addr
         # Emulation and unidirectional transports: the unguessable id that /emulation routes
         # commands by (sent in ConnectResult.session); "" for the others.
@@ -108,7 +112,7 @@ class Session:
         self.conn_info: RawJSON | None = None
         self.expire_at = 0  # Unix seconds; 0: never expires
         self.subscriptions: dict[Channel, Subscription] = {}
-        self.buffering: set[Channel] = set()  # positioned subscribes in progress
+        self.buffering: set[Channel] | None = None  # positioned subscribes in progress
         self.closed = False
         client = node.settings.client
         self.conn = ClientConnection(
@@ -118,7 +122,7 @@ class Session:
             stale_close_delay=client.stale_close_delay,
             unidirectional=transport.unidirectional,
         )
-        self._inbox: deque[Command] = deque()
+        self._inbox: deque[Command] | None = None  # created while commands wait
         self._task: asyncio.Task[None] | None = None
         self._scheduled_slot: int | None = None
         self._reschedule()
@@ -152,6 +156,8 @@ class Session:
     def _handle_events(self) -> None:
         for event in self.conn.events_received():
             if isinstance(event, CommandReceived):
+                if self._inbox is None:
+                    self._inbox = deque()
                 self._inbox.append(event.command)
             elif isinstance(event, SendPing):
                 self.send(PING_FRAME)
@@ -165,11 +171,15 @@ class Session:
                     )
                 self.disconnect(event.disconnect)
                 return
-        if len(self._inbox) > self.node.settings.client.max_pending_commands:
+        inbox = self._inbox
+        if inbox is None:
+            self._reschedule()
+            return
+        if len(inbox) > self.node.settings.client.max_pending_commands:
             logger.info("! client %s: too many pending commands", self.client_id)
             self.disconnect(Disconnect.too_many_requests())
             return
-        if self._inbox and self._task is None and not self.closed:
+        if inbox and self._task is None and not self.closed:
             self._task = asyncio.get_running_loop().create_task(self._run_inbox())
         self._reschedule()
 
@@ -182,6 +192,8 @@ class Session:
                 await execute(self, command)
         finally:
             self._task = None
+            if not self._inbox:
+                self._inbox = None  # an idle connection holds no queue
             self._reschedule()
 
     # Timers ------------------------------------------------------------------------------
@@ -234,7 +246,7 @@ class Session:
             return
         self.closed = True
         self.conn.close()
-        self._inbox.clear()
+        self._inbox = None
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
         self.node.session_closed(self, disconnect)

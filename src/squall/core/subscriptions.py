@@ -53,13 +53,18 @@ def start_buffering(session: Session, channel: Channel) -> None:
     """Keep the channel's publications for ``session`` while a positioned subscribe reads the
     stream (they are merged into its reply; see protocol/recovery.py)."""
     session.node.hub.start_buffering(channel, session)
+    if session.buffering is None:
+        session.buffering = set()
     session.buffering.add(channel)
 
 
 def stop_buffering(session: Session, channel: Channel) -> list[Publication]:
     """Stop buffering and return what arrived meanwhile (call :func:`commit` right after,
     without awaiting, so nothing falls between the two)."""
-    session.buffering.discard(channel)
+    if session.buffering is not None:
+        session.buffering.discard(channel)
+        if not session.buffering:
+            session.buffering = None
     return session.node.hub.stop_buffering(channel, session)
 
 

@@ -52,6 +52,8 @@ UNI_WEBSOCKET_FRAMING = UniWebSocketFraming()
 class UniWebSocketConnection(WebSocketConnection):
     """One unidirectional WebSocket client (see the module docstring)."""
 
+    __slots__ = ("_connect_data", "_connect_started")
+
     name = "uni_websocket"
     unidirectional = True
     emulation = False

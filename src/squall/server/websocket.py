@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
-from squall.core.session import Session
+from squall.core.session import NO_HEADERS, Session
 from squall.core.writer import Writer
 from squall.errors import Disconnect
 from squall.protocol import handshake
@@ -76,6 +76,18 @@ class WebSocketDriver(asyncio.Protocol):
     broke the protocol; TCP is closing), :meth:`lost` (TCP is gone, always called once) and
     :meth:`write_timed_out` (the socket stayed blocked for ``write_timeout`` seconds).
     """
+
+    __slots__ = (
+        "_close_handle",
+        "_close_timeout",
+        "_closing",
+        "_queue_max_size",
+        "_write_handle",
+        "_write_timeout",
+        "codec",
+        "transport",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -235,6 +247,8 @@ class WebSocketDriver(asyncio.Protocol):
 class WebSocketConnection(WebSocketDriver):
     """One client over WebSocket; implements :class:`squall.core.transport.Transport`."""
 
+    __slots__ = ("_headers", "_node", "_registry", "_remote_addr", "session")
+
     name = "websocket"
     unidirectional = False
     emulation = False
@@ -276,6 +290,7 @@ class WebSocketConnection(WebSocketDriver):
             headers=self._headers,
             remote_addr=self._remote_addr,
         )
+        self._headers = NO_HEADERS  # the session has them now
 
     def message(self, data: bytes) -> None:
         if self.session is not None:
