@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import msgspec
 
-from squall.core.hub import MAX_TURN_BROADCASTS
+from squall.core.hub import MAX_TURN_BROADCASTS, MAX_TURN_BYTES
 from squall.core.node import Node
 from squall.errors import Disconnect
 from squall.types import Channel, RawJSON
@@ -96,6 +97,42 @@ async def test_a_turn_holds_a_bounded_number_of_publications(node: Node) -> None
     await delivered()
     assert [len(call) for call in log.calls] == [MAX_TURN_BROADCASTS, MAX_TURN_BROADCASTS, 5]
     assert pub_data(log.frames()) == list(range(total))
+
+
+async def test_a_turn_holds_a_bounded_number_of_bytes(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    big = "x" * (MAX_TURN_BYTES // 4)
+    for _ in range(10):
+        await node.publish(Channel("room"), RawJSON(msgspec.json.encode(big)))
+    await delivered()
+    sizes = [sum(map(len, call)) for call in log.calls]
+    assert len(log.calls) > 1
+    assert max(sizes) < MAX_TURN_BYTES + len(big) + 200  # one frame may cross the bound
+    assert pub_data(log.frames()) == [big] * 10
+
+
+async def test_a_joining_writer_sends_a_turn_as_one_buffer(node: Node) -> None:
+    (c,) = await subscribed(node, "room")
+    log = log_writes(c)
+    c.transport.writer.join = True  # WebSocket and HTTP-stream writers: frames delimit themselves
+    for n in range(3):
+        await publish(node, "room", n)
+    await delivered()
+    (call,) = log.calls
+    (buffer,) = call
+    assert pub_data(split_concatenated(buffer)) == [0, 1, 2]
+
+
+def split_concatenated(buffer: bytes) -> list[bytes]:
+    """The JSON documents of a buffer that holds them back to back (the test framing adds no
+    delimiter; a WebSocket frame header would)."""
+    decoder, text, out, pos = json.JSONDecoder(), buffer.decode(), [], 0
+    while pos < len(text):
+        _, end = decoder.raw_decode(text, pos)
+        out.append(text[pos:end].encode())
+        pos = end
+    return out
 
 
 async def test_a_client_that_stops_reading_mid_turn_is_queued_then_dropped(node: Node) -> None:

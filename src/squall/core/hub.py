@@ -6,9 +6,10 @@ variant, and each subscriber costs one list append: no await, no task, no encodi
 recipient. The frames of one event-loop turn are written per subscriber at the end of the turn
 (:meth:`Hub.flush`, scheduled with ``call_soon``): one ``transport.write`` per client per turn
 however many publications it got (core/writer.py). A turn holds at most
-:data:`MAX_TURN_BROADCASTS` broadcasts before the hub flushes, so the pending frames stay
-bounded. Subscribers whose queue overflows are collected during the loop and disconnected as
-slow after it, so the loop never mutates what it iterates.
+:data:`MAX_TURN_BROADCASTS` broadcasts and :data:`MAX_TURN_BYTES` of frames before the hub
+flushes, so the pending frames stay bounded. Subscribers whose queue overflows are collected
+during the loop and disconnected as slow after it, so the loop never mutates what it
+iterates.
 
 Python runs one event loop per process, so the hub needs no locks and no sharding: one dict
 lookup finds a channel's subscribers.
@@ -27,11 +28,15 @@ from squall.types import Channel, ClientId, Publication, UserId
 if TYPE_CHECKING:
     from squall.core.session import Session
 
-__all__ = ["MAX_TURN_BROADCASTS", "Hub"]
+__all__ = ["MAX_TURN_BROADCASTS", "MAX_TURN_BYTES", "Hub"]
 
-MAX_TURN_BROADCASTS = 64
+MAX_TURN_BROADCASTS = 256
 """Broadcasts coalesced per event-loop turn before the hub flushes anyway: bounds the frames a
-writer holds pending (and so the memory of a burst, e.g. a large API batch)."""
+writer holds pending (and so the memory of a burst, e.g. a large API batch). Measured: 64
+left a third of the broadcast benchmark's peak on the table (bench/NOTES.md)."""
+MAX_TURN_BYTES = 256 * 1024
+"""Bytes of broadcast frames per turn before the hub flushes anyway: a writer's pending frames
+(joined into one buffer per client at flush) stay below this plus its own replies."""
 
 
 class _Subscribers:
@@ -61,6 +66,7 @@ class Hub:
         self.num_subscriptions = 0
         self._dirty: list[Writer] = []  # writers with pending frames, flushed by flush()
         self._turn_broadcasts = 0
+        self._turn_bytes = 0
         self._flush_scheduled = False
 
     # Sessions ----------------------------------------------------------------------------
@@ -181,13 +187,14 @@ class Hub:
         if subs.buffering and pub is not None:
             for buffered in subs.buffering.values():
                 buffered.append(pub)
-        if self._turn_broadcasts >= MAX_TURN_BROADCASTS:
+        if self._turn_broadcasts >= MAX_TURN_BROADCASTS or self._turn_bytes >= MAX_TURN_BYTES:
             self.flush()
         self._turn_broadcasts += 1
         dirty = self._dirty
         slow: list[Session] | None = None
         for framing, group in subs.by_framing.items():
             data = framing.frame(payload)
+            self._turn_bytes += len(data)
             for writer in group:
                 # The common case is one list append (DESIGN.md §6); a paused or closed
                 # writer takes the queueing path (Writer.offer).
@@ -217,6 +224,7 @@ class Hub:
         """Write every subscriber's pending frames of this turn (one call per client)."""
         self._flush_scheduled = False
         self._turn_broadcasts = 0
+        self._turn_bytes = 0
         dirty = self._dirty
         if not dirty:
             return

@@ -393,7 +393,9 @@ class StreamTransport:
         self._closing = False
         self._write_timeout = node.settings.websocket.write_timeout
         self._write_handle: asyncio.TimerHandle | None = None
-        self.writer = Writer(self._write, self._writelines, node.settings.client.queue_max_size)
+        self.writer = Writer(
+            self._write, self._writelines, node.settings.client.queue_max_size, join=True
+        )
         stream.on_resume = self._resumed
         self.session: Session | None = Session(
             node,
