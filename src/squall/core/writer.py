@@ -51,7 +51,7 @@ class Writer:
     def __init__(
         self,
         write: Callable[[bytes], object],
-        writelines: Callable[[Iterable[bytes]], object],
+        writelines: Callable[[Iterable[bytes]], object] | None,
         max_size: int,
         *,
         join: bool = False,
@@ -59,6 +59,8 @@ class Writer:
         self.write = write
         """The transport's own ``write``."""
         self._writelines = writelines
+        """None for a joining writer: it joins, then writes (one bound method less per
+        connection)."""
         self.max_size = max_size
         self.paused = False
         self.closed = False
@@ -73,7 +75,7 @@ class Writer:
         """Frames are self-delimiting bytes (WebSocket frames, SSE events): a turn's pending
         frames go out joined, in one ``write``, which is cheaper than ``writelines`` of many
         small buffers. False for a transport that wraps each chunk itself (SockJS)."""
-        self._queue: list[bytes] = []
+        self._queue: list[bytes] | None = None  # only while paused
         self._size = 0
 
     @property
@@ -91,6 +93,8 @@ class Writer:
         if not self.paused:
             self.write(data)
             return True
+        if self._queue is None:
+            self._queue = []
         self._queue.append(data)
         self._size += len(data)
         return self._size <= self.max_size
@@ -107,11 +111,11 @@ class Writer:
         if not self.paused:
             if len(pending) == 1:
                 self.write(pending[0])
-            elif self.join:
-                self.write(b"".join(pending))  # at most MAX_TURN_BYTES of broadcasts
             else:
-                self._writelines(pending)
+                self._write_many(pending)
             return True
+        if self._queue is None:
+            self._queue = []
         self._queue.extend(pending)
         self._size += sum(map(len, pending))
         return self._size <= self.max_size
@@ -126,25 +130,32 @@ class Writer:
         self.paused = False
         self.direct = not self.closed
         if self._queue and not self.closed:
-            queue, self._queue, self._size = self._queue, [], 0
-            self._writelines(queue)
+            queue, self._queue, self._size = self._queue, None, 0
+            self._write_many(queue)
 
     def flush(self) -> None:
         """Hand everything queued and pending to the transport now, paused or not (before a
         graceful close: the transport's own buffer is flushed by ``transport.close()``)."""
         if self.closed:
             return
-        queue, self._queue, self._size = self._queue, [], 0
+        queue = self._queue or []
+        self._queue, self._size = None, 0
         if self.pending is not None:
             queue.extend(self.pending)
             self.pending = None
         if queue:
-            self._writelines(queue)
+            self._write_many(queue)
+
+    def _write_many(self, chunks: list[bytes]) -> None:
+        if self.join or self._writelines is None:
+            self.write(b"".join(chunks))  # self-delimiting frames: one buffer, one call
+        else:
+            self._writelines(chunks)
 
     def close(self) -> None:
         """Drop anything queued or pending and ignore further offers."""
         self.closed = True
         self.direct = False
         self.pending = None
-        self._queue = []
+        self._queue = None
         self._size = 0

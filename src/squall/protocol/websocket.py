@@ -299,7 +299,7 @@ class WebSocketProtocol:
         # far, its fragments, and for text the incremental UTF-8 decoder checking it.
         self._message_opcode = 0
         self._size = 0
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes] | None = None  # only while a fragmented message arrives
         self._decoder: codecs.IncrementalDecoder | None = None
 
     @property
@@ -503,11 +503,13 @@ class WebSocketProtocol:
             elif opcode == 0:  # §5.4: continuation
                 fin = b0 & 0x80 != 0
                 self._size += length
-                self._fragments.append(payload)
+                fragments = self._fragments
+                assert fragments is not None  # a continuation follows a first fragment (above)
+                fragments.append(payload)
                 if self._decoder is not None and not self._check_fragment(payload, fin):
                     return -1
                 if fin:
-                    events.append(_message(b"".join(self._fragments), self._message_opcode == 1))
+                    events.append(_message(b"".join(fragments), self._message_opcode == 1))
                     self._end_message()
             elif opcode == 9:  # §5.5.2: answer with a pong carrying the same data
                 if self.debug:
@@ -590,7 +592,7 @@ class WebSocketProtocol:
     def _end_message(self) -> None:
         self._message_opcode = 0
         self._size = 0
-        self._fragments = []
+        self._fragments = None
         self._decoder = None
 
     def _set_state(self, state: State) -> None:

@@ -129,9 +129,7 @@ class WebSocketDriver(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.writer = Writer(
-            self.transport.write, self.transport.writelines, self._queue_max_size, join=True
-        )
+        self.writer = Writer(self.transport.write, None, self._queue_max_size, join=True)
 
     def data_received(self, data: bytes) -> None:
         codec = self.codec
