@@ -3,8 +3,9 @@
 Theory of operation: a broadcast does not write to each subscriber at once. It appends the
 frame to the writer's :attr:`Writer.pending` list and the hub flushes every pending writer
 once at the end of the event-loop turn (:meth:`Hub.flush <squall.core.hub.Hub.flush>`), so
-a client that receives k publications in one turn costs one ``transport.write`` (one
-``writelines`` of k frames), not k: fewer syscalls and fewer TCP segments on both ends. While
+a client that receives k publications in one turn costs one ``transport.write`` (of the k
+frames joined, for a ``join`` writer; one ``writelines`` otherwise), not k: fewer syscalls
+and fewer TCP segments on both ends. While
 a writer has pending frames, every :meth:`Writer.offer` (replies, pings) appends behind
 them, so nothing overtakes a publication; a writer without pending frames hands replies
 straight to ``transport.write`` (one call, no copy, no await).
