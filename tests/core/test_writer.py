@@ -180,3 +180,61 @@ async def test_flush_before_close_keeps_order_and_close_drops_pending(node: Node
     writer.close()
     await delivered()
     assert len(log.calls) == 1  # the frame pending at close was dropped, not written
+
+
+async def test_two_channels_in_one_turn_keep_each_clients_order(node: Node) -> None:
+    both = Client(node)
+    await both.connect()
+    for channel in ("a", "b"):
+        await both.call("subscribe", {"channel": channel})
+    (only_a,) = await subscribed(node, "a")
+    both.transport.take()
+    log_both, log_a = log_writes(both), log_writes(only_a)
+    await publish(node, "a", 1)
+    await publish(node, "b", 2)
+    await publish(node, "a", 3)
+    await publish(node, "b", 4)
+    await delivered()
+    assert pub_data(log_both.frames()) == [1, 2, 3, 4]
+    assert pub_data(log_a.frames()) == [1, 3]
+    assert len(log_both.calls) == 1
+    assert len(log_a.calls) == 1
+
+
+async def test_unsubscribing_mid_turn_ends_delivery_at_the_unsubscribe(node: Node) -> None:
+    leaving, staying = await subscribed(node, "room", 2)
+    log_leaving, log_staying = log_writes(leaving), log_writes(staying)
+    await publish(node, "room", 1)
+    node.hub.unsubscribe(Channel("room"), leaving.session)
+    await publish(node, "room", 2)
+    await delivered()
+    assert pub_data(log_leaving.frames()) == [1]
+    assert pub_data(log_staying.frames()) == [1, 2]
+
+
+async def test_subscribing_mid_turn_gets_only_what_follows(node: Node) -> None:
+    (early,) = await subscribed(node, "room")
+    late = Client(node)
+    await late.connect()
+    late.transport.take()
+    log_early, log_late = log_writes(early), log_writes(late)
+    await publish(node, "room", 1)
+    node.hub.subscribe(Channel("room"), late.session, join_leave=False)
+    await publish(node, "room", 2)
+    await publish(node, "room", 3)
+    await delivered()
+    assert pub_data(log_early.frames()) == [1, 2, 3]
+    assert pub_data(log_late.frames()) == [2, 3]
+
+
+async def test_a_writer_resumed_mid_turn_gets_the_rest_in_order(node: Node) -> None:
+    resumed, steady = await subscribed(node, "room", 2)
+    log_resumed = log_writes(resumed)
+    resumed.transport.writer.pause()
+    await publish(node, "room", 1)  # queued: paused
+    resumed.transport.writer.resume()  # the socket drained between two publications
+    await publish(node, "room", 2)
+    await publish(node, "room", 3)
+    await delivered()
+    assert pub_data(log_resumed.frames()) == [1, 2, 3]
+    assert [p["pub"]["data"] for p in steady.pushes()] == [1, 2, 3]

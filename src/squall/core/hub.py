@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from squall.core.transport import Framing
-from squall.core.writer import Writer
+from squall.core.writer import SlowOwner, TurnBatch, Writer
 from squall.types import Channel, ClientId, Publication, UserId
 
 if TYPE_CHECKING:
@@ -44,10 +44,11 @@ class _Subscribers:
     ``join_leave`` holds those that asked for join/leave pushes; ``buffering`` the sessions
     in the middle of a positioned subscribe, with the publications that arrived meanwhile."""
 
-    __slots__ = ("buffering", "by_framing", "count", "join_leave")
+    __slots__ = ("batches", "buffering", "by_framing", "count", "join_leave")
 
     def __init__(self) -> None:
         self.by_framing: dict[Framing, dict[Writer, Session]] = {}
+        self.batches: dict[Framing, TurnBatch] = {}  # this loop turn's, per framing
         self.join_leave: set[Session] = set()
         self.buffering: dict[Session, list[Publication]] = {}
         self.count = 0
@@ -64,7 +65,8 @@ class Hub:
         self._users: dict[UserId, set[Session]] = {}
         self._channels: dict[Channel, _Subscribers] = {}
         self.num_subscriptions = 0
-        self._dirty: list[Writer] = []  # writers with pending frames, flushed by flush()
+        self._dirty: list[Writer] = []  # writers with private pending frames, for flush()
+        self._batches: list[TurnBatch] = []  # this turn's shared batches, for flush()
         self._turn_broadcasts = 0
         self._turn_bytes = 0
         self._flush_scheduled = False
@@ -116,6 +118,10 @@ class Hub:
             group[session.writer] = session
             subs.count += 1
             self.num_subscriptions += 1
+            batch = subs.batches.get(session.transport.framing)
+            if batch is not None:
+                # Publications of this turn so far are not for it; the next ones are.
+                batch.diverged.add(session.writer)
         if join_leave:
             subs.join_leave.add(session)
         return first
@@ -126,6 +132,9 @@ class Hub:
         if subs is None:
             return False
         group = subs.by_framing.get(session.transport.framing)
+        pending = session.writer.pending
+        if type(pending) is TurnBatch:
+            session.writer.unshare(pending)  # what was published so far, and no more
         if group is not None and group.pop(session.writer, None) is not None:
             subs.count -= 1
             self.num_subscriptions -= 1
@@ -195,21 +204,55 @@ class Hub:
         for framing, group in subs.by_framing.items():
             data = framing.frame(payload)
             self._turn_bytes += len(data)
+            batch = subs.batches.get(framing)
+            if batch is not None:
+                # Not the turn's first publication here: one append serves every writer
+                # still sharing the batch; the few that left it are served one by one.
+                batch.append(data)
+                for writer in batch.diverged:
+                    if writer not in group:
+                        continue  # unsubscribed meanwhile
+                    if writer.direct:
+                        pending = writer.pending
+                        if pending is None:
+                            writer.pending = [data]
+                            dirty.append(writer)
+                        else:
+                            if type(pending) is TurnBatch:
+                                pending = writer.unshare(pending)
+                            pending.append(data)
+                    elif not writer.offer(data):
+                        if slow is None:
+                            slow = []
+                        slow.append(group[writer])
+                continue
+            batch = TurnBatch((data,))
+            batch.dirty = dirty
+            batch.diverged = diverged = set()
+            batch.group = group
+            batch.framing = framing
+            batch.subs = subs
+            subs.batches[framing] = batch
+            self._batches.append(batch)
             for writer in group:
-                # The common case is one list append (DESIGN.md §6); a paused or closed
-                # writer takes the queueing path (Writer.offer).
+                # The common case: the writer shares the batch (DESIGN.md §6). One with
+                # frames pending already, or paused or closed, is served one by one.
                 if writer.direct:
                     pending = writer.pending
                     if pending is None:
-                        writer.pending = [data]
-                        dirty.append(writer)
-                    else:
-                        pending.append(data)
-                elif not writer.offer(data):
-                    if slow is None:
-                        slow = []
-                    slow.append(group[writer])
-        if not self._flush_scheduled and dirty:
+                        writer.pending = batch
+                        continue
+                    if type(pending) is TurnBatch:
+                        pending = writer.unshare(pending)  # another channel's frames first
+                    pending.append(data)
+                    diverged.add(writer)
+                else:
+                    diverged.add(writer)
+                    if not writer.offer(data):
+                        if slow is None:
+                            slow = []
+                        slow.append(group[writer])
+        if not self._flush_scheduled:
             self._schedule_flush()
         if slow is not None:
             for session in slow:
@@ -221,15 +264,29 @@ class Hub:
         asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write every subscriber's pending frames of this turn (one call per client)."""
+        """Write this turn's frames: per channel, the batch joined once and written to each
+        writer still sharing it; then each writer with private frames (one call per client)."""
         self._flush_scheduled = False
         self._turn_broadcasts = 0
         self._turn_bytes = 0
-        dirty = self._dirty
-        if not dirty:
+        batches, dirty = self._batches, self._dirty
+        if not batches and not dirty:
             return
-        self._dirty = []
-        slow = [w.owner for w in dirty if not w.flush_pending() and w.owner is not None]
+        self._batches, self._dirty = [], []
+        slow: list[SlowOwner] = []
+        for batch in batches:
+            subs = cast(_Subscribers, batch.subs)
+            if subs.batches.get(cast(Framing, batch.framing)) is batch:
+                del subs.batches[cast(Framing, batch.framing)]
+            joined = batch[0] if len(batch) == 1 else b"".join(batch)
+            for writer in batch.group:
+                if writer.pending is batch:
+                    writer.pending = None
+                    if not writer.take_batch(batch, joined) and writer.owner is not None:
+                        slow.append(writer.owner)
+        for writer in dirty:
+            if not writer.flush_pending() and writer.owner is not None:
+                slow.append(writer.owner)
         for owner in slow:
             owner.disconnect_slow()
 

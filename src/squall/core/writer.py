@@ -20,16 +20,35 @@ pending frames, which the hub bounds), and never stalls anyone else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-__all__ = ["SlowOwner", "Writer"]
+__all__ = ["SlowOwner", "TurnBatch", "Writer"]
 
 
 class SlowOwner(Protocol):
     """Who to tell when a flush of pending frames overflows the queue (the session)."""
 
     def disconnect_slow(self) -> None: ...
+
+
+class TurnBatch(list[bytes]):
+    """The frames of one channel (one framing) in this loop turn, shared by its subscribers.
+
+    A writer whose :attr:`Writer.pending` *is* this list gets every frame in it, written by
+    the hub once per turn (one join per channel, then one ``write`` per client). A writer that
+    needs anything else in between (a reply, a frame of another channel, an unsubscribe)
+    leaves the batch with :meth:`Writer.unshare`: it continues on a private copy, joins the
+    hub's list of writers to flush one by one, and the batch's ``diverged`` set, whose
+    members the hub serves one by one for the rest of the turn. Set up by the hub."""
+
+    __slots__ = ("dirty", "diverged", "framing", "group", "subs")
+
+    dirty: list[Writer]  # the hub's writers with private pending lists, this turn
+    diverged: set[Writer]  # members of the channel served one by one for the rest of the turn
+    group: Mapping[Writer, object]  # the channel's subscribers of this framing (live)
+    framing: object
+    subs: object  # the hub's record of the channel
 
 
 class Writer:
@@ -89,6 +108,8 @@ class Writer:
             return True
         pending = self.pending
         if pending is not None:
+            if type(pending) is TurnBatch:
+                pending = self.unshare(pending)
             pending.append(data)  # behind this turn's publications; the hub flushes it
             return True
         if not self.paused:
@@ -100,12 +121,37 @@ class Writer:
         self._size += len(data)
         return self._size <= self.max_size
 
+    def unshare(self, batch: TurnBatch) -> list[bytes]:
+        """Leave a channel's shared batch for a private copy of it (see :class:`TurnBatch`)."""
+        private = list(batch)
+        self.pending = private
+        batch.diverged.add(self)
+        batch.dirty.append(self)
+        return private
+
+    def take_batch(self, batch: TurnBatch, joined: bytes) -> bool:
+        """This turn's frames of a batch this writer shared (``joined``: the same, as one
+        buffer), from the hub's flush. False means the queue overflowed."""
+        if self.closed:
+            return True
+        if not self.paused:
+            if self.join or len(batch) == 1:
+                self.write(joined)
+            else:
+                self._write_many(batch)
+            return True
+        if self._queue is None:
+            self._queue = []
+        self._queue.extend(batch)
+        self._size += len(joined)
+        return self._size <= self.max_size
+
     def flush_pending(self) -> bool:
         """Hand this turn's frames to the transport (one call), or to the queue if it paused
         meanwhile. False means the queue overflowed: disconnect as slow."""
         pending = self.pending
-        if pending is None:
-            return True
+        if pending is None or type(pending) is TurnBatch:
+            return True  # nothing, or a shared batch (the hub writes those itself)
         self.pending = None
         if self.closed:
             return True
