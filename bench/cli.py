@@ -126,6 +126,28 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
             for name in servers
         )
     )
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    knees: list[matrix.Knee] = []
+
+    def save(scheduling: str) -> list[dict[str, Any]]:
+        """results.json, RESULTS.md and the plot from the knees measured so far."""
+        versions = {}
+        for name in servers:
+            try:
+                versions[name] = SERVERS[name].versions()
+            except Exception as exc:  # a version lookup must not lose the results
+                versions[name] = {"version": f"unknown ({exc})"}
+        saved = {
+            "command": command,
+            "machine": {**report.machine(), "scheduling": scheduling},
+            "versions": versions,
+            "knees": matrix.to_json(knees),
+        }
+        (out / "results.json").write_text(json.dumps(saved, indent=1))
+        return _render(saved, out)
+
     with (
         rt_unthrottled(args.rt, console) as scheduling,
         Progress(
@@ -137,28 +159,15 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         ) as progress,
     ):
         task = progress.add_task("matrix", total=total)
-        knees = matrix.run_matrix(
-            config,
-            binary,
-            report=progress.console.print,
-            advance=lambda: progress.advance(task),
+
+        def advance() -> None:
+            progress.advance(task)
+            save(scheduling)  # a run cut short keeps what it measured
+
+        matrix.run_matrix(
+            config, binary, report=progress.console.print, advance=advance, knees=knees
         )
-    out: Path = args.output
-    out.mkdir(parents=True, exist_ok=True)
-    versions = {}
-    for name in servers:
-        try:
-            versions[name] = SERVERS[name].versions()
-        except Exception as exc:  # a version lookup must not lose the results
-            versions[name] = {"version": f"unknown ({exc})"}
-    saved = {
-        "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "machine": {**report.machine(), "scheduling": scheduling},
-        "versions": versions,
-        "knees": matrix.to_json(knees),
-    }
-    (out / "results.json").write_text(json.dumps(saved, indent=1))
-    rows = _render(saved, out)
+    rows = save(scheduling)
     for r in rows:
         if r["scenario"] == "idle":
             console.print(

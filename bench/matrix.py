@@ -398,10 +398,12 @@ def run_matrix(
     binary: Path,
     report: Callable[[str], None],
     advance: Callable[[], None],
+    knees: list[Knee] | None = None,
 ) -> list[Knee]:
     """Measure every (repeat, N, scenario, server); servers run one at a time, pinned to CPU
-    0, the generator to CPU 1."""
-    knees: list[Knee] = []
+    0, the generator to CPU 1. Each knee is appended to ``knees`` (when given) before
+    ``advance`` is called, so a caller can save what a run measured so far."""
+    knees = [] if knees is None else knees
     specs: list[ServerSpec] = [SERVERS[name] for name in config.servers]
     for run in range(config.repeats):
         for clients in config.clients:
