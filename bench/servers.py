@@ -4,13 +4,27 @@ Every server, given a WebSocket client, delivers each text message any client se
 connected client (Squall: every client subscribes to one channel and publishes into it), and
 ``POST /api/publish`` (Squall: its server API) delivers the body's publication to all of them.
 A server is started pinned to one CPU with taskset and stopped with SIGTERM (then SIGKILL).
+
+The other scenarios need more than a room; a peer that cannot do one is left out of it (the
+report says n/a), never faked:
+
+- ``channels``: rooms. Squall: channel ``bench.<K>``; raw uvloop and Node ws: ``/?room=K``.
+- ``storm``: token auth per connection. Squall: a connect command with a JWT; raw uvloop and
+  Node ws: ``/?auth=1`` and ``{"token": JWT}`` as the first message, verified with PyJWT or
+  jsonwebtoken against the same secret (:data:`TOKEN_SECRET`).
+- ``sse``: Server-Sent Events readers of ``POST /api/publish``. Squall: uni_sse with a token
+  whose ``channels`` claim subscribes the reader; raw uvloop and Node ws: ``GET /sse``.
+- ``xhr_streaming``: SockJS xhr-streaming readers of ``POST /api/publish``. Squall: the
+  Centrifugo protocol over ``/connection/sockjs``; sockjs-node and sockjs-tornado: ``/echo``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +46,7 @@ __all__ = [
     "free_port",
     "squall_config",
     "start",
+    "token",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -41,6 +56,10 @@ VENV_DIR = BENCH_DIR / ".venv"
 API_KEY = "bench-api-key"
 CHANNEL = "bench"
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+TOKEN_SECRET = secrets.token_urlsafe(32)
+"""HS256 key of the connection tokens: Squall's client.token.hmac_secret_key and the peers'
+--secret; new for every run of the runner."""
+TOKEN_TTL = 86400.0
 
 
 class ServerError(RuntimeError):
@@ -61,6 +80,30 @@ class ServerSpec:
     """Serves POST /api/publish (the fan-out scenario)."""
     setup: Callable[[], None] | None = None
     versions: Callable[[], dict[str, str]] = field(default=lambda: {})
+    rooms: bool = False
+    """Scenario channels: clients join rooms (Squall: channels; plain peers: ``?room=K``)."""
+    storm_path: str | None = None
+    """Scenario storm: the WebSocket path where a connection authenticates with a JWT."""
+    sse_path: str | None = None
+    """Scenario sse: the Server-Sent Events path fed by POST /api/publish."""
+    xhr_path: str | None = None
+    """Scenario xhr_streaming: the SockJS prefix whose sessions POST /api/publish feeds."""
+
+    def supports(self, scenario: str) -> bool:
+        """Whether this server can run `scenario` with the same semantics as Squall."""
+        if scenario in ("idle", "broadcast"):
+            return True
+        if scenario == "fanout":
+            return self.api
+        if scenario == "channels":
+            return self.rooms
+        if scenario == "storm":
+            return self.storm_path is not None
+        if scenario == "sse":
+            return self.api and self.sse_path is not None
+        if scenario == "xhr_streaming":
+            return self.api and self.xhr_path is not None
+        return False
 
 
 @dataclass
@@ -74,10 +117,29 @@ class RunningServer:
     def pid(self) -> int:
         return self.process.pid
 
-    def loadgen_args(self) -> list[str]:
-        args = ["--port", str(self.port), "--path", self.spec.path, "--proto", self.spec.proto]
+    def loadgen_args(self, scenario: str = "broadcast") -> list[str]:
+        """Generator arguments that reach this server for `scenario` (the load itself, rate
+        or counts, is the caller's)."""
+        spec = self.spec
+        path, proto = spec.path, spec.proto
+        extra: list[str] = []
+        if scenario == "storm":
+            assert spec.storm_path is not None
+            path = spec.storm_path
+            extra += ["--storm", "--token", token()]
+        elif scenario == "sse":
+            assert spec.sse_path is not None
+            path = spec.sse_path
+            extra += ["--transport", "sse"]
+            if proto == "centrifugo":  # uni_sse: the token's channels claim subscribes
+                extra += ["--token", token(CHANNEL)]
+        elif scenario == "xhr_streaming":
+            assert spec.xhr_path is not None
+            path = spec.xhr_path
+            extra += ["--transport", "xhr_streaming"]
+        args = ["--port", str(self.port), "--path", path, "--proto", proto, *extra]
         args += ["--channel", CHANNEL, "--server-pid", str(self.pid)]
-        if self.spec.api:
+        if spec.api:
             args += ["--api-path", "/api/publish", "--api-key", API_KEY]
         return args
 
@@ -101,14 +163,27 @@ def free_port() -> int:
         return port
 
 
+@functools.cache
+def token(*channels: str) -> str:
+    """A connection JWT for user ``bench`` (HS256 with :data:`TOKEN_SECRET`, a day's
+    ``exp``); `channels` go in the ``channels`` claim (Squall subscribes the client to them).
+    One token serves every connection of a run: the server verifies it each time."""
+    from squall.tokens import make_connection_token
+
+    return make_connection_token(
+        TOKEN_SECRET, "bench", ttl=TOKEN_TTL, channels=list(channels) or None
+    )
+
+
 def squall_config(port: int) -> dict[str, object]:
     """A Squall config for the broadcast room: anonymous clients subscribe to and publish
-    into any channel without a namespace; the server API answers to :data:`API_KEY`."""
+    into any channel without a namespace; the server API answers to :data:`API_KEY`; tokens
+    are signed with :data:`TOKEN_SECRET`."""
     return {
         "http_server": {"address": "127.0.0.1", "port": port},
         "http_api": {"key": API_KEY},
         "client": {
-            "token": {"hmac_secret_key": "bench-secret-" + "x" * 32},
+            "token": {"hmac_secret_key": TOKEN_SECRET},
             "allow_anonymous_connect_without_token": True,
         },
         "channel": {
@@ -137,7 +212,8 @@ def _squall_versions() -> dict[str, str]:
 
 
 def _raw_command(port: int, scratch: Path) -> list[str]:
-    return [sys.executable, str(PEERS_DIR / "raw_uvloop.py"), "--port", str(port)]
+    script = str(PEERS_DIR / "raw_uvloop.py")
+    return [sys.executable, script, "--port", str(port), "--secret", TOKEN_SECRET]
 
 
 def _raw_batched_command(port: int, scratch: Path) -> list[str]:
@@ -236,7 +312,7 @@ def _node_versions(*modules: str) -> Callable[[], dict[str, str]]:
 
 def _node_command(script: str) -> Callable[[int, Path], list[str]]:
     def command(port: int, scratch: Path) -> list[str]:
-        return ["node", str(NODE_DIR / script), "--port", str(port)]
+        return ["node", str(NODE_DIR / script), "--port", str(port), "--secret", TOKEN_SECRET]
 
     return command
 
@@ -251,12 +327,19 @@ SERVERS: dict[str, ServerSpec] = {
             path="/connection/websocket",
             proto="centrifugo",
             versions=_squall_versions,
+            rooms=True,
+            storm_path="/connection/websocket",
+            sse_path="/connection/uni_sse",
+            xhr_path="/connection/sockjs",
         ),
         ServerSpec(
             "raw-uvloop",
             "bare uvloop Protocol: frame once, one transport.write per client (the ceiling)",
             _raw_command,
             versions=_raw_versions,
+            rooms=True,
+            storm_path="/?auth=1",
+            sse_path="/sse",
         ),
         ServerSpec(
             "raw-uvloop-batched",
@@ -264,6 +347,9 @@ SERVERS: dict[str, ServerSpec] = {
             " client in one transport.write (the ceiling for coalesced writes, as Squall does)",
             _raw_batched_command,
             versions=_raw_versions,
+            rooms=True,
+            storm_path="/?auth=1",
+            sse_path="/sse",
         ),
         ServerSpec(
             "websockets",
@@ -304,13 +390,17 @@ SERVERS: dict[str, ServerSpec] = {
             proto="sockjs",
             setup=_venv,
             versions=_venv_versions("sockjs-tornado", "tornado"),
+            xhr_path="/echo",
         ),
         ServerSpec(
             "node-ws",
             "Node ws: client.send per client",
             _node_command("ws_server.js"),
             setup=_npm_ci,
-            versions=_node_versions("ws"),
+            versions=_node_versions("ws", "jsonwebtoken"),
+            rooms=True,
+            storm_path="/?auth=1",
+            sse_path="/sse",
         ),
         ServerSpec(
             "node-socketio",
@@ -329,6 +419,7 @@ SERVERS: dict[str, ServerSpec] = {
             proto="sockjs",
             setup=_npm_ci,
             versions=_node_versions("sockjs"),
+            xhr_path="/echo",
         ),
     )
 }

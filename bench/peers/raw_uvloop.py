@@ -8,6 +8,17 @@ best reach on one core. Run: ``python raw_uvloop.py --port 8001``.
 With ``--batch`` the frames of one event-loop turn are joined once and written to every client
 in one ``transport.write`` at the end of the turn (``call_soon``): the ceiling for a server
 that coalesces its writes per turn, as Squall does (core/hub.py).
+
+For the other benchmark scenarios:
+
+- rooms (many channels): a client that connects to ``/?room=K`` is in room K only; its
+  messages go to the clients of room K. Without ``room`` it is in the one broadcast room.
+- token auth (connection storm): a client that connects to ``/?auth=1`` must send
+  ``{"token": "<JWT>"}`` first; the HS256 JWT is verified with PyJWT against ``--secret``
+  (signature and ``exp``), the peer answers ``{"connected":{"user":<sub>}}`` and the client
+  joins the room, or closes with 3500 when the token is refused.
+- SSE (fan-out): ``GET /sse`` is a Server-Sent Events stream (chunked); ``POST /api/publish``
+  also sends its body to every SSE client as one ``data:`` event, framed once.
 """
 
 from __future__ import annotations
@@ -16,8 +27,11 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import json
 import struct
+import urllib.parse
 
+import jwt
 import uvloop
 
 try:
@@ -31,6 +45,14 @@ except ImportError:  # pragma: no cover - pure Python fallback
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
 CLIENTS: set[asyncio.Transport] = set()
+"""The broadcast room (clients that asked for no room)."""
+ROOMS: dict[str, set[asyncio.Transport]] = {}
+SSE_CLIENTS: set[asyncio.Transport] = set()
+SECRET = ""
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -42,26 +64,57 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
-def broadcast(payload: bytes) -> None:
+def broadcast(payload: bytes, members: set[asyncio.Transport]) -> None:
     data = frame(1, payload)
     if BATCH:
-        if not PENDING:
+        if not PENDING and not SSE_PENDING:
             asyncio.get_running_loop().call_soon(flush)
-        PENDING.append(data)
+        pending = PENDING.get(id(members))
+        if pending is None:
+            PENDING[id(members)] = (members, [data])
+        else:
+            pending[1].append(data)
         return
-    for transport in CLIENTS:
+    for transport in members:
+        transport.write(data)
+
+
+def sse_event(payload: bytes) -> bytes:
+    return b"data: " + payload.replace(b"\n", b"\ndata: ") + b"\n\n"
+
+
+def sse_chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+def sse_broadcast(payload: bytes) -> None:
+    if BATCH:
+        if not PENDING and not SSE_PENDING:
+            asyncio.get_running_loop().call_soon(flush)
+        SSE_PENDING.append(sse_event(payload))
+        return
+    data = sse_chunk(sse_event(payload))
+    for transport in SSE_CLIENTS:
         transport.write(data)
 
 
 BATCH = False
-PENDING: list[bytes] = []
+PENDING: dict[int, tuple[set[asyncio.Transport], list[bytes]]] = {}
+"""Frames of this loop turn per room (keyed by the room's set)."""
+SSE_PENDING: list[bytes] = []
 
 
 def flush() -> None:
-    data = b"".join(PENDING)
+    for members, frames in PENDING.values():
+        data = b"".join(frames)
+        for transport in members:
+            transport.write(data)
     PENDING.clear()
-    for transport in CLIENTS:
-        transport.write(data)
+    if SSE_PENDING:
+        data = sse_chunk(b"".join(SSE_PENDING))
+        SSE_PENDING.clear()
+        for transport in SSE_CLIENTS:
+            transport.write(data)
 
 
 class Conn(asyncio.Protocol):
@@ -69,6 +122,9 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.ws = False
+        self.sse = False
+        self.members = CLIENTS
+        self.auth = False  # the first message must carry a valid token
         self.fragments: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,9 +132,12 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
-            CLIENTS.discard(self.transport)
+            self.members.discard(self.transport)
+            SSE_CLIENTS.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.sse:
+            return  # an SSE client has nothing more to say
         self.buf += data
         if self.ws:
             self.frames()
@@ -110,10 +169,22 @@ class Conn(asyncio.Protocol):
                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
                 )
                 self.ws = True
-                CLIENTS.add(self.transport)
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+                if "room" in query:
+                    self.members = ROOMS.setdefault(query["room"][0], set())
+                self.auth = "auth" in query
+                if not self.auth:
+                    self.members.add(self.transport)
                 self.frames()
+            elif method == "GET" and path == "/sse":
+                self.transport.write(SSE_HEAD)
+                self.sse = True
+                SSE_CLIENTS.add(self.transport)
+                return
             elif method == "POST" and path == "/api/publish":
-                broadcast(body)
+                broadcast(body, CLIENTS)
+                if SSE_CLIENTS:
+                    sse_broadcast(body)
                 self.transport.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 2\r\n\r\n{}"
@@ -161,7 +232,27 @@ class Conn(asyncio.Protocol):
                 if b0 & 0x80:
                     message = b"".join(self.fragments)
                     self.fragments.clear()
-                    broadcast(message)
+                    if self.auth:
+                        self.authenticate(message)
+                        if self.transport.is_closing():
+                            return
+                    else:
+                        broadcast(message, self.members)
+
+    def authenticate(self, message: bytes) -> None:
+        """The first message of an ``auth`` client: ``{"token": JWT}``, verified like a
+        Centrifugo connect (HS256 signature, ``exp``); the client then joins its room."""
+        assert self.transport is not None
+        try:
+            claims = jwt.decode(json.loads(message)["token"], SECRET, algorithms=["HS256"])
+        except (ValueError, KeyError, TypeError, jwt.InvalidTokenError):
+            self.transport.write(frame(8, struct.pack("!H", 3500) + b"invalid token"))
+            self.transport.close()
+            return
+        self.auth = False
+        self.members.add(self.transport)
+        user = json.dumps(claims.get("sub", "")).encode()
+        self.transport.write(frame(1, b'{"connected":{"user":' + user + b"}}"))
 
 
 async def main(host: str, port: int) -> None:
@@ -176,6 +267,8 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--batch", action="store_true", help="coalesce writes per loop turn")
+    parser.add_argument("--secret", default="", help="HS256 key of the connection tokens")
     args = parser.parse_args()
     BATCH = args.batch
+    SECRET = args.secret
     uvloop.run(main(args.host, args.port))

@@ -1,10 +1,13 @@
 """Keep the benchmark's load generator working: build it and run it briefly against a real
-Squall (in-process, port 0). Counts only; the benchmark, not this test, measures speed."""
+Squall (in-process, port 0), one test per scenario, and against the raw uvloop peer for what
+the peers add (rooms, token auth, SSE). Counts only; the benchmark, not this test, measures
+speed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,15 @@ from typing import Any
 import pytest
 
 from bench import loadgen
-from bench.servers import API_KEY, CHANNEL, squall_config
+from bench.servers import (
+    API_KEY,
+    CHANNEL,
+    PEERS_DIR,
+    TOKEN_SECRET,
+    free_port,
+    squall_config,
+    token,
+)
 from squall.app import App
 from squall.config import load_settings
 
@@ -37,8 +48,11 @@ async def squall(tmp_path: Path) -> AsyncIterator[App]:
         await app.stop(timeout=5)
 
 
-async def run_generator(binary: Path, app: App, *args: str) -> dict[str, Any]:
-    argv = ["--port", str(app.port), "--path", "/connection/websocket"]
+async def run_generator(binary: Path, app: App | int, *args: str) -> dict[str, Any]:
+    """The generator against `app` (or a port), Squall's WebSocket endpoint unless `args`
+    say otherwise (later options win)."""
+    port = app if isinstance(app, int) else app.port
+    argv = ["--port", str(port), "--path", "/connection/websocket"]
     argv += ["--proto", "centrifugo", "--channel", CHANNEL, "--api-key", API_KEY]
     proc = await asyncio.create_subprocess_exec(
         str(binary),
@@ -87,3 +101,128 @@ async def test_rate_driven_run_for_a_second(binary: Path, squall: App) -> None:
     assert result["received_in_window"] > 0
     assert result["missing"] == 0  # nothing sent was lost, and the generator read it all
     assert result["gen_cpu"] >= 0
+
+
+async def test_many_channels_deliver_to_each_channel_only(binary: Path, squall: App) -> None:
+    # 40 clients on 4 channels (bench.0 .. bench.3) publish twice each into their own: each
+    # message reaches the 10 members of its channel, and no one else.
+    result = await run_generator(binary, squall, "--clients", "40", "--rooms", "4", "--count", "2")
+    assert result["connected"] == 40
+    assert result["errors"] == 0
+    assert result["sent"] == 80
+    assert result["received"] == result["expected"] == 80 * 10
+    assert result["missing"] == 0
+    assert result["min_per_client"] == result["max_per_client"] == 2 * 10
+
+
+async def test_connection_storm_with_tokens(binary: Path, squall: App) -> None:
+    result = await run_generator(
+        binary,
+        squall,
+        *("--storm", "--storm-inflight", "20", "--token", token()),
+        *("--warmup", "0", "--duration", "0.5"),
+    )
+    assert result["connects"] > 0
+    assert result["failed"] == 0  # every connect the storm started was accepted
+    assert result["errors"] == 0
+    assert result["samples"] == result["connects_in_window"]
+
+
+async def test_connection_storm_counts_refused_tokens(binary: Path, squall: App) -> None:
+    # The server verifies the token of every connection: a forged one is refused each time.
+    forged = token()[:-4] + "AAAA"
+    result = await run_generator(
+        binary,
+        squall,
+        *("--storm", "--storm-inflight", "5", "--token", forged),
+        *("--warmup", "0", "--duration", "0.3"),
+    )
+    assert result["connects"] == 0
+    assert result["failed"] > 0
+
+
+async def test_sse_readers_get_every_api_publication(binary: Path, squall: App) -> None:
+    result = await run_generator(
+        binary,
+        squall,
+        *("--transport", "sse", "--path", "/connection/uni_sse", "--token", token(CHANNEL)),
+        *("--clients", "20", "--api-count", "3"),
+    )
+    assert result["connected"] == 20
+    assert result["api_errors"] == 0
+    assert result["received"] == result["expected"] == 60
+    assert result["min_per_client"] == result["max_per_client"] == 3
+
+
+async def test_xhr_streaming_readers_reopen_and_miss_nothing(binary: Path, squall: App) -> None:
+    # 3 publications of 60 KB each pass SockJS's 128 KiB response_limit: every reader's
+    # stream ends at least once and is reopened on the same session, losing nothing.
+    result = await run_generator(
+        binary,
+        squall,
+        *("--transport", "xhr_streaming", "--path", "/connection/sockjs"),
+        *("--clients", "20", "--api-count", "3", "--payload", "60000"),
+    )
+    assert result["connected"] == 20
+    assert result["xhr_errors"] == 0
+    assert result["api_errors"] == 0
+    assert result["received"] == result["expected"] == 60
+    assert result["min_per_client"] == result["max_per_client"] == 3
+    assert result["stream_reopens"] >= 20
+
+
+@pytest.fixture
+async def raw_peer() -> AsyncIterator[int]:
+    """The raw uvloop peer in a subprocess; yields its port."""
+    port = free_port()
+    script = str(PEERS_DIR / "raw_uvloop.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, script, "--port", str(port), "--secret", TOKEN_SECRET
+    )
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_raw_peer_rooms_tokens_and_sse(binary: Path, raw_peer: int) -> None:
+    plain = ("--path", "/", "--proto", "plain")
+    rooms = await run_generator(
+        binary, raw_peer, *plain, "--clients", "40", "--rooms", "4", "--count", "2"
+    )
+    assert rooms["min_per_client"] == rooms["max_per_client"] == 2 * 10
+    assert rooms["missing"] == 0
+    storm = await run_generator(
+        binary,
+        raw_peer,
+        *("--path", "/?auth=1", "--proto", "plain", "--storm", "--storm-inflight", "10"),
+        *("--token", token(), "--warmup", "0", "--duration", "0.3"),
+    )
+    assert storm["connects"] > 0
+    assert storm["failed"] == 0
+    forged = await run_generator(
+        binary,
+        raw_peer,
+        *("--path", "/?auth=1", "--proto", "plain", "--storm", "--storm-inflight", "5"),
+        *("--token", token()[:-4] + "AAAA", "--warmup", "0", "--duration", "0.2"),
+    )
+    assert forged["connects"] == 0
+    assert forged["failed"] > 0
+    sse = await run_generator(
+        binary,
+        raw_peer,
+        *("--path", "/sse", "--proto", "plain", "--transport", "sse"),
+        *("--clients", "20", "--api-count", "3"),
+    )
+    assert sse["received"] == sse["expected"] == 60
+    assert sse["min_per_client"] == sse["max_per_client"] == 3
