@@ -5,7 +5,20 @@ machine within a minute or two; ratios are only ever taken between servers of th
 (this machine is noisy: numbers from different runs are never compared). A run is repeated
 ``repeats`` times; the report gives medians of the values and of the per-run ratios.
 
-The knee of a server (scenario ``broadcast`` or ``fanout``): the generator first offers far
+Scenarios (``SCENARIOS``; a server that cannot do one is left out of it, and the report says
+n/a):
+
+- ``idle``: server RSS per connected (and subscribed) client.
+- ``broadcast``: N clients each publishing into one room; every message goes to all N.
+- ``fanout``: server API publications (``POST /api/publish``) to N WebSocket subscribers.
+- ``channels``: N clients on N/10 channels (:data:`CHANNEL_SIZE` each), each publishing
+  into its own; every message goes to the 10 members of its channel.
+- ``sse`` and ``xhr_streaming``: fan-out as above to N readers on Server-Sent Events or on
+  SockJS xhr-streaming.
+- ``storm``: WebSocket connects/s with a JWT verified per connection, :data:`STORM_INFLIGHT`
+  in flight, at full speed (one level, no knee; once per run, at the first N).
+
+The knee of a server (the scenarios that deliver messages): the generator first offers far
 more than any server delivers, for a short while, to find the peak delivered messages/s; then
 it offers fractions of that peak, from low to high, and stops at the first level whose p99
 latency reaches :data:`P99_LIMIT_MS` or that loses messages (twice in a row: a level that
@@ -30,8 +43,11 @@ from bench import loadgen
 from bench.servers import SERVERS, RunningServer, ServerSpec, start
 
 __all__ = [
+    "CHANNEL_SIZE",
     "P99_LIMIT_MS",
+    "QUICK_SCENARIOS",
     "SCENARIOS",
+    "STORM_INFLIGHT",
     "Knee",
     "Level",
     "MatrixConfig",
@@ -42,8 +58,15 @@ __all__ = [
 ]
 
 P99_LIMIT_MS = 100.0
-SCENARIOS = ("idle", "broadcast", "fanout")
-"""Run in this order on one server process: idle first, on a fresh heap."""
+SCENARIOS = ("idle", "broadcast", "fanout", "channels", "sse", "xhr_streaming", "storm")
+"""Run in this order on one server process: idle first, on a fresh heap; the storm's churn
+of connections last."""
+QUICK_SCENARIOS = ("idle", "broadcast", "fanout")
+"""What ``--quick`` runs unless ``--scenarios`` names others."""
+CHANNEL_SIZE = 10
+"""Scenario channels: clients per channel (N clients on N / CHANNEL_SIZE channels)."""
+STORM_INFLIGHT = 200
+"""Scenario storm: connections the generator keeps in flight (handshake, connect, close)."""
 PROBE_DELIVERIES = 400_000.0
 """Offered deliveries/s of the first saturation probe: above what a server writing each
 message to each client reaches on one core here."""
@@ -128,8 +151,16 @@ class Knee:
     disturbance: float = 0.0
     """Cores of other work seen on the two CPUs during the probe or the knee level, the
     measurements the result comes from (see ATTEMPTS)."""
+    failures: int = 0
+    """Scenario storm: connects that failed in the measured window (refused, closed or not
+    answered within 5 s)."""
     levels: list[Level] = field(default_factory=list)
     error: str = ""
+
+
+def rooms(clients: int) -> int:
+    """Scenario channels: the number of channels for `clients` clients."""
+    return max(1, clients // CHANNEL_SIZE)
 
 
 def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
@@ -137,6 +168,12 @@ def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
     if scenario == "broadcast":
         # each message goes to all N clients: N clients * r msgs/s * N = offered
         return ["--rate", f"{offered / clients / clients:.6g}"]
+    if scenario == "channels":
+        # each message goes to the N / R members of its channel: N * r * N / R = offered
+        n_rooms = rooms(clients)
+        rate = offered * n_rooms / clients / clients
+        return ["--rooms", str(n_rooms), "--rate", f"{rate:.6g}"]
+    # fanout, sse, xhr_streaming: each API publication goes to all N readers
     return ["--api-rate", f"{offered / clients:.6g}", "--api-conns", str(API_CONNS)]
 
 
@@ -191,7 +228,7 @@ def _measure(
     """One level; taken again (up to ATTEMPTS times) while other work disturbed it and the
     result looks harmed. The least disturbed attempt is kept, with ``disturbance`` and
     ``attempts`` added."""
-    args = [*server.loadgen_args(), "--clients", str(clients)]
+    args = [*server.loadgen_args(scenario), "--clients", str(clients)]
     args += ["--duration", str(duration), "--warmup", str(warmup), "--drain-timeout", "5"]
     args += _level_args(scenario, clients, offered)
     best: dict[str, Any] | None = None
@@ -334,6 +371,55 @@ def find_knee(
     return knee
 
 
+def measure_storm(
+    binary: Path,
+    server: RunningServer,
+    run: int,
+    config: MatrixConfig,
+    report: Callable[[str], None],
+) -> Knee:
+    """Connects/s with token auth at full speed (:data:`STORM_INFLIGHT` in flight) over
+    ``config.warmup`` + ``config.duration`` s; the knee and the peak are the connects/s of the
+    window, p50/p99 the connect latency (TCP connect to the connect reply). Taken again (up to
+    ATTEMPTS times) while other work took more than DISTURBANCE_LIMIT of a core; the least
+    disturbed attempt is kept."""
+    knee = Knee(server.spec.name, "storm", STORM_INFLIGHT, run)
+    args = [*server.loadgen_args("storm"), "--storm-inflight", str(STORM_INFLIGHT)]
+    args += ["--duration", str(config.duration), "--warmup", str(config.warmup)]
+    best: dict[str, Any] | None = None
+    for attempt in range(1, ATTEMPTS + 1):
+        wait_idle(server.pid)
+        result = loadgen.run(binary, args, cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt).raw
+        result["disturbance"] = disturbance(result)
+        result["attempts"] = attempt
+        if best is None or result["disturbance"] < best["disturbance"]:
+            best = result
+        if result["disturbance"] <= DISTURBANCE_LIMIT:
+            break
+        report(
+            f"  [yellow]other work took {result['disturbance']:.2f} cores: measuring again[/yellow]"
+        )
+        time.sleep(2.0)
+    assert best is not None
+    rate = float(best["connects_per_s"])
+    knee.levels.append(Level(0.0, best, ok=rate > 0 and best["failed_in_window"] == 0))
+    knee.knee = knee.peak = rate
+    knee.p50_ms = float(best["p50_ms"])
+    knee.p99_ms = float(best["p99_ms"])
+    knee.gen_cpu = float(best["gen_cpu"])
+    knee.server_cpu = float(best["server_cpu"])
+    knee.disturbance = float(best["disturbance"])
+    knee.failures = int(best["failed_in_window"])
+    if rate <= 0:
+        knee.error = f"no connect succeeded ({best['failed']} failed)"
+    report(
+        f"{server.spec.name} storm: {rate:,.0f} connects/s, p50 {knee.p50_ms:.1f} ms "
+        f"p99 {knee.p99_ms:.1f} ms, {knee.failures} failed (server cpu {knee.server_cpu:.2f}, "
+        f"generator cpu {knee.gen_cpu:.2f})"
+    )
+    return knee
+
+
 IDLE_HOLD = 3.0
 """Seconds the generator holds the idle connections (RSS is sampled one second in)."""
 
@@ -408,13 +494,17 @@ def run_matrix(
     for run in range(config.repeats):
         for clients in config.clients:
             for spec in specs:
-                scenarios = [s for s in config.scenarios if s != "fanout" or spec.api]
+                scenarios = scenarios_for(spec, config, clients)
+                if not scenarios:
+                    continue
                 done = 0
                 try:
                     with start(spec, cpu=SERVER_CPU, nice=config.nice, rt=config.rt) as server:
                         for scenario in scenarios:
                             if scenario == "idle":
                                 knee = measure_idle(binary, server, clients, run, config, report)
+                            elif scenario == "storm":
+                                knee = measure_storm(binary, server, run, config, report)
                             else:
                                 knee = find_knee(
                                     binary, server, scenario, clients, run, config, report
@@ -425,9 +515,22 @@ def run_matrix(
                 except Exception as exc:  # one broken peer must not sink the matrix
                     report(f"[red]{spec.name} N={clients} failed: {exc}[/red]")
                     for scenario in scenarios[done:]:
-                        knees.append(Knee(spec.name, scenario, clients, run, error=str(exc)))
+                        n = STORM_INFLIGHT if scenario == "storm" else clients
+                        knees.append(Knee(spec.name, scenario, n, run, error=str(exc)))
                         advance()
     return knees
+
+
+def scenarios_for(spec: ServerSpec, config: MatrixConfig, clients: int) -> list[str]:
+    """The scenarios `spec` runs at N=`clients`: those it supports, in :data:`SCENARIOS`
+    order; the storm (which does not depend on N) only at the first N."""
+    return [
+        s
+        for s in SCENARIOS
+        if s in config.scenarios
+        and spec.supports(s)
+        and (s != "storm" or clients == config.clients[0])
+    ]
 
 
 def _median(values: Sequence[float]) -> float:
@@ -483,6 +586,7 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
                         if reference in run and name in run and run[name].rss_per_conn_kib > 0
                     ],
                     "disturbance": max([k.disturbance for k in mine], default=0.0),
+                    "failures": _median([k.failures for k in mine]),
                     "ratios": ratios,
                     "ratio": _median(ratios),
                     "peak_ratios": peak_ratios,

@@ -103,15 +103,17 @@ def write_results(
         lines.append(f"- **{name}**: {desc}" + (f" ({ver})" if ver else ""))
     lines.append("")
     scenarios = list(dict.fromkeys(str(r["scenario"]) for r in rows))
-    titles = {
-        "broadcast": "Broadcast room: N clients each publishing, every message to all",
-        "fanout": "Fan-out: server API publications to N subscribers of one channel",
-        "idle": "Idle connections: server RSS per connection (after connect and subscribe)",
-    }
+    servers = list(dict.fromkeys(str(r["server"]) for r in rows))
     for scenario in scenarios:
-        lines += [f"## {titles.get(scenario, scenario)}", ""]
+        lines += [f"## {TITLES.get(scenario, scenario)}", ""]
+        if scenario in NOTES:
+            lines += [NOTES[scenario], ""]
+        mine = _with_na(rows, scenario, servers)
         if scenario == "idle":
-            lines += _idle_table(rows)
+            lines += _idle_table(mine)
+            continue
+        if scenario == "storm":
+            lines += _storm_table(mine)
             continue
         lines.append(
             "| N | server | runs | knee msg/s | p50 ms | p99 ms | peak msg/s | server CPU "
@@ -119,8 +121,9 @@ def write_results(
             "| per-run |"
         )
         lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
-        for r in rows:
-            if r["scenario"] != scenario:
+        for r in mine:
+            if r.get("na"):
+                lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 12)
                 continue
             ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
             peak_ratios = ", ".join(f"{x:.2f}" for x in r["peak_ratios"])
@@ -139,13 +142,74 @@ def write_results(
     path.write_text("\n".join(lines))
 
 
+TITLES = {
+    "idle": "Idle connections: server RSS per connection (after connect and subscribe)",
+    "broadcast": "Broadcast room: N clients each publishing, every message to all",
+    "fanout": "Fan-out: server API publications to N subscribers of one channel",
+    "channels": "Many channels: N clients on N/10 channels, each publishing into its own",
+    "sse": "SSE fan-out: server API publications to N Server-Sent Events readers",
+    "xhr_streaming": "SockJS xhr-streaming fan-out: server API publications to N readers",
+    "storm": "Connection storm: WebSocket connects/s, a JWT verified per connection",
+}
+NOTES = {
+    "channels": "Every message reaches the 10 members of its channel (Squall: channels "
+    "`bench.<i mod N/10>`; peers: rooms `/?room=K`); msg/s counts deliveries.",
+    "sse": "Squall: `/connection/uni_sse`, the token's `channels` claim subscribes the reader; "
+    "peers: `GET /sse`, one `data:` event per publication.",
+    "xhr_streaming": "Squall: the Centrifugo protocol over SockJS `/connection/sockjs` (connect "
+    "and subscribe via `xhr_send`); peers: their SockJS echo room. Streams end at SockJS's "
+    "response_limit (128 KiB) and the reader reopens them; that gap is in the latency.",
+    "storm": "Each connection: TCP connect, WebSocket handshake, credentials (Squall: connect "
+    'command with a JWT; peers: `{"token": JWT}` as the first message, verified with '
+    "PyJWT or jsonwebtoken), the reply, then a close handshake. One level at full speed; "
+    "connects/s over the window, latency from TCP connect to the reply.",
+}
+
+
+def _with_na(
+    rows: Sequence[Mapping[str, Any]], scenario: str, servers: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """The rows of `scenario`, plus an n/a row (``na``) for each server of the run that does
+    not do it, at each N, so a missing peer is visible rather than silently absent."""
+    mine = [r for r in rows if r["scenario"] == scenario]
+    out: list[Mapping[str, Any]] = []
+    for clients in dict.fromkeys(r["clients"] for r in mine):
+        have = {r["server"]: r for r in mine if r["clients"] == clients}
+        for server in servers:
+            out.append(have.get(server) or {"clients": clients, "server": server, "na": True})
+    return out
+
+
+def _storm_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| in flight | server | runs | connects/s | p50 ms | p99 ms | failed | server CPU "
+        "| gen CPU | other load | squall / server | per-run |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if r.get("na"):
+            lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 10)
+            continue
+        ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
+        err = f" (error: {r['errors'][0][:80]})" if r["errors"] else ""
+        lines.append(
+            f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('failures', 0):.0f} "
+            f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
+            f"| {r['ratio']:.2f} | {ratios} |"
+        )
+    lines.append("")
+    return lines
+
+
 def _idle_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
         "| N | server | runs | KiB per connection | baseline RSS MiB | squall / server | per-run |",
         "|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        if r["scenario"] != "idle":
+        if r.get("na"):
+            lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 5)
             continue
         ratios = [float(x) for x in r.get("rss_ratios", [])]
         median = sorted(ratios)[len(ratios) // 2] if ratios else 0.0
@@ -160,8 +224,9 @@ def _idle_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Delivered messages/s (knee) against N, one line per server and scenario. Returns False
-    when matplotlib is missing (install the ``bench`` extra)."""
+    """Delivered messages/s (knee) against N, one panel per scenario that delivers messages
+    (not idle, not the storm), one line per server. Returns False when matplotlib is missing
+    (install the ``bench`` extra)."""
     try:
         import matplotlib
 
@@ -169,11 +234,18 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = list(dict.fromkeys(str(r["scenario"]) for r in rows if r["scenario"] != "idle"))
+    scenarios = list(
+        dict.fromkeys(str(r["scenario"]) for r in rows if r["scenario"] not in ("idle", "storm"))
+    )
     if not scenarios:
         return False
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4.5), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios, strict=True):
+    ncols = min(3, len(scenarios))
+    nrows = (len(scenarios) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.5 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(scenarios) :]:
+        ax.set_visible(False)
+    for ax, scenario in zip(flat, scenarios, strict=False):
         servers = list(dict.fromkeys(str(r["server"]) for r in rows if r["scenario"] == scenario))
         for server in servers:
             pts = sorted(

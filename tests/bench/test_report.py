@@ -1,0 +1,51 @@
+"""The runner's arithmetic and RESULTS.md: offered loads per scenario, which servers run
+which scenario, and n/a rows for peers that cannot do one. No servers, no generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import matrix, report
+from bench.servers import SERVERS
+
+
+def test_channels_level_offers_the_asked_deliveries() -> None:
+    # N=1000 on 100 channels of 10: r msgs/s per client -> 1000 * r * 10 deliveries/s.
+    args = matrix._level_args("channels", 1000, 200_000.0)
+    assert args[:2] == ["--rooms", "100"]
+    assert float(args[args.index("--rate") + 1]) * 1000 * 10 == 200_000.0
+
+
+def test_scenarios_follow_what_each_server_does() -> None:
+    config = matrix.MatrixConfig(servers=list(SERVERS), clients=[1000, 5000])
+    squall = matrix.scenarios_for(SERVERS["squall"], config, 1000)
+    assert squall == list(matrix.SCENARIOS)
+    assert "storm" not in matrix.scenarios_for(SERVERS["squall"], config, 5000)  # once a run
+    assert "xhr_streaming" not in matrix.scenarios_for(SERVERS["node-ws"], config, 1000)
+    assert "xhr_streaming" in matrix.scenarios_for(SERVERS["node-sockjs"], config, 1000)
+    assert "channels" not in matrix.scenarios_for(SERVERS["sockjs-tornado"], config, 1000)
+
+
+def test_results_say_na_for_a_peer_without_the_scenario(tmp_path: Path) -> None:
+    knees = [
+        matrix.Knee("squall", "xhr_streaming", 1000, 0, knee=50_000.0, peak=60_000.0),
+        matrix.Knee("node-sockjs", "xhr_streaming", 1000, 0, knee=25_000.0, peak=30_000.0),
+        matrix.Knee("squall", "storm", matrix.STORM_INFLIGHT, 0, knee=4000.0, peak=4000.0),
+        matrix.Knee("raw-uvloop", "storm", matrix.STORM_INFLIGHT, 0, knee=8000.0, failures=2),
+    ]
+    rows = matrix.summarize(knees)
+    out = tmp_path / "RESULTS.md"
+    report.write_results(
+        out,
+        command="python -m bench matrix",
+        rows=rows,
+        versions={},
+        descriptions={name: SERVERS[name].description for name in SERVERS},
+        plot_name=None,
+    )
+    text = out.read_text()
+    assert "| 1000 | raw-uvloop |" + " n/a |" * 12 in text
+    assert f"| {matrix.STORM_INFLIGHT} | node-sockjs |" + " n/a |" * 10 in text
+    assert "| 2.00 | 2.00 |" in text  # squall / node-sockjs, knee
+    assert "| 8,000 |" in text  # storm: connects/s
+    assert "| 0.50 | 0.50 |" in text  # squall / raw-uvloop, connects/s
