@@ -3,7 +3,7 @@
 ::
 
     python -m bench matrix --quick        # N=1000, one repeat, squall and three peers
-    python -m bench matrix                # N=1000,5000,10000, three repeats, every peer
+    python -m bench matrix                # every peer at N=1000, the bounding four at 5k/10k
     python -m bench matrix --servers squall,node-ws --clients 1000,5000 --repeats 5
     python -m bench matrix --quick --scenarios channels,storm,sse,xhr_streaming
     python -m bench loadgen -- --port 8000 --clients 100 --count 1   # the generator alone
@@ -31,7 +31,8 @@ from bench.servers import SERVERS
 __all__ = ["main", "raise_nofile"]
 
 BENCH_DIR = Path(__file__).resolve().parent
-QUICK_SERVERS = ("squall", "raw-uvloop", "raw-uvloop-batched", "node-ws")
+QUICK_SERVERS = matrix.BOUNDING_SERVERS
+FULL_REPEATS = 2
 NOFILE_WANTED = 120_000
 """Open files for 50k connections: 50k sockets in the server and 50k in the generator,
 plus slack."""
@@ -92,6 +93,8 @@ def rt_unthrottled(rt: int, console: Console) -> Iterator[str]:
 
 
 def _matrix(args: argparse.Namespace, console: Console) -> int:
+    large_servers: tuple[str, ...] | None = None
+    large_scenarios: tuple[str, ...] | None = None
     if args.quick:
         servers = list(args.servers or QUICK_SERVERS)
         clients = args.clients or [1000]
@@ -100,8 +103,12 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     else:
         servers = list(args.servers or SERVERS)
         clients = args.clients or [1000, 5000, 10000]
-        repeats = args.repeats or 3
+        repeats = args.repeats or FULL_REPEATS
         scenarios = list(args.scenarios or matrix.SCENARIOS)
+        if not args.servers and not args.every_n:
+            # every peer at the first N; the bounding servers and the target scenarios beyond
+            large_servers = matrix.BOUNDING_SERVERS
+            large_scenarios = matrix.LARGE_N_SCENARIOS
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         console.print(f"[red]unknown servers {unknown}; known: {', '.join(SERVERS)}[/red]")
@@ -126,6 +133,8 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
         warmup=args.warmup,
         nice=args.nice,
         rt=args.rt,
+        large_servers=large_servers,
+        large_scenarios=large_scenarios,
     )
     total = repeats * sum(
         len(matrix.scenarios_for(SERVERS[name], config, n)) for n in clients for name in servers
@@ -240,9 +249,18 @@ def main(argv: list[str] | None = None) -> None:
         help=f"comma-separated from: {', '.join(matrix.SCENARIOS)} (default: all; with "
         f"--quick: {', '.join(matrix.QUICK_SCENARIOS)})",
     )
-    m.add_argument("--repeats", type=int, help="runs per point (default 1 quick, 3 full)")
-    m.add_argument("--duration", type=float, default=3.0, help="measured seconds per level")
-    m.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    m.add_argument(
+        "--repeats", type=int, help=f"runs per point (default 1 quick, {FULL_REPEATS} full)"
+    )
+    m.add_argument(
+        "--every-n",
+        action="store_true",
+        help="full mode: every server and scenario at every N (default: every peer at the "
+        f"first N; beyond it only {', '.join(matrix.BOUNDING_SERVERS)} in "
+        f"{', '.join(matrix.LARGE_N_SCENARIOS)}; naming --servers implies this)",
+    )
+    m.add_argument("--duration", type=float, default=2.0, help="measured seconds per level")
+    m.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per level")
     m.add_argument(
         "--nice",
         type=int,

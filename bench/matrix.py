@@ -43,7 +43,9 @@ from bench import loadgen
 from bench.servers import SERVERS, RunningServer, ServerSpec, start
 
 __all__ = [
+    "BOUNDING_SERVERS",
     "CHANNEL_SIZE",
+    "LARGE_N_SCENARIOS",
     "P99_LIMIT_MS",
     "QUICK_SCENARIOS",
     "SCENARIOS",
@@ -63,6 +65,13 @@ SCENARIOS = ("idle", "broadcast", "fanout", "channels", "sse", "xhr_streaming", 
 of connections last."""
 QUICK_SCENARIOS = ("idle", "broadcast", "fanout")
 """What ``--quick`` runs unless ``--scenarios`` names others."""
+BOUNDING_SERVERS = ("squall", "raw-uvloop", "raw-uvloop-batched", "node-ws")
+"""Full mode measures these beyond the first N: Squall, the two Python ceilings and the Node
+peer the targets name. Every other peer is measured at the first N only, which keeps the
+full matrix within an hour here."""
+LARGE_N_SCENARIOS = ("idle", "broadcast")
+"""Full mode's scenarios beyond the first N (the targets' scenarios; the others at the first
+N only)."""
 CHANNEL_SIZE = 10
 """Scenario channels: clients per channel (N clients on N / CHANNEL_SIZE channels)."""
 STORM_INFLIGHT = 200
@@ -99,8 +108,8 @@ class MatrixConfig:
     clients: Sequence[int]
     scenarios: Sequence[str] = SCENARIOS
     repeats: int = 1
-    duration: float = 3.0
-    warmup: float = 1.0
+    duration: float = 2.0
+    warmup: float = 0.5
     probe_duration: float = 2.0
     nice: int = 0
     """Run the server and the generator at this niceness (negative: ahead of other work on
@@ -108,6 +117,10 @@ class MatrixConfig:
     rt: int = 0
     """Run them under SCHED_RR at this priority instead (root): other work then only gets
     the CPU time they leave idle."""
+    large_servers: Sequence[str] | None = None
+    """The servers measured at N beyond the first (None: every server)."""
+    large_scenarios: Sequence[str] | None = None
+    """The scenarios run at N beyond the first (None: every scenario)."""
 
 
 @dataclass
@@ -523,13 +536,17 @@ def run_matrix(
 
 def scenarios_for(spec: ServerSpec, config: MatrixConfig, clients: int) -> list[str]:
     """The scenarios `spec` runs at N=`clients`: those it supports, in :data:`SCENARIOS`
-    order; the storm (which does not depend on N) only at the first N."""
+    order; the storm (which does not depend on N) only at the first N; beyond the first N
+    only ``config.large_servers`` run, and only ``config.large_scenarios``."""
+    first = clients == config.clients[0]
+    if not first and config.large_servers is not None and spec.name not in config.large_servers:
+        return []
     return [
         s
         for s in SCENARIOS
         if s in config.scenarios
         and spec.supports(s)
-        and (s != "storm" or clients == config.clients[0])
+        and (first or (s != "storm" and s in (config.large_scenarios or SCENARIOS)))
     ]
 
 

@@ -26,6 +26,20 @@ def test_scenarios_follow_what_each_server_does() -> None:
     assert "channels" not in matrix.scenarios_for(SERVERS["sockjs-tornado"], config, 1000)
 
 
+def test_full_mode_measures_only_the_bounding_servers_beyond_the_first_n() -> None:
+    config = matrix.MatrixConfig(
+        servers=list(SERVERS),
+        clients=[1000, 5000],
+        large_servers=matrix.BOUNDING_SERVERS,
+        large_scenarios=matrix.LARGE_N_SCENARIOS,
+    )
+    first = matrix.scenarios_for(SERVERS["python-socketio"], config, 1000)
+    assert first == ["idle", "broadcast", "fanout"]
+    assert matrix.scenarios_for(SERVERS["python-socketio"], config, 5000) == []
+    assert matrix.scenarios_for(SERVERS["squall"], config, 5000) == ["idle", "broadcast"]
+    assert len(matrix.scenarios_for(SERVERS["squall"], config, 1000)) == len(matrix.SCENARIOS)
+
+
 def test_results_say_na_for_a_peer_without_the_scenario(tmp_path: Path) -> None:
     knees = [
         matrix.Knee("squall", "xhr_streaming", 1000, 0, knee=50_000.0, peak=60_000.0),
