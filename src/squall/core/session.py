@@ -247,6 +247,9 @@ class Session:
         self.closed = True
         self.conn.close()
         self._inbox = None
+        if self._scheduled_slot is not None:  # the wheel must not hold a closed session
+            self.node.timers.cancel(self, self._scheduled_slot)
+            self._scheduled_slot = None
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
         self.node.session_closed(self, disconnect)

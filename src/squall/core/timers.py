@@ -4,7 +4,9 @@ Each session has deadlines (ping, pong, stale, expiry). Instead of a timer handl
 connection, sessions are put into buckets of ``resolution`` seconds, and a single
 ``loop.call_later`` fires the due buckets. A session may sit in a bucket it no longer needs
 (its deadline moved): firing it is harmless, because :meth:`Ticking.on_timer` re-checks its
-deadlines against the clock and reschedules itself.
+deadlines against the clock and reschedules itself. A target that goes away (a closed
+session) leaves its bucket with :meth:`TimerWheel.cancel`, so the wheel never keeps a closed
+connection alive until its next ping deadline.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ class Ticking(Protocol):
 
 
 class TimerWheel:
-    """Buckets of targets keyed by ``ceil(deadline / resolution)``; fires due buckets."""
+    """Buckets of targets keyed by ``ceil(deadline / resolution)``; fires due buckets.
+
+    A bucket is an insertion-ordered dict used as a set: scheduling and cancelling are O(1).
+    """
 
     def __init__(
         self,
@@ -34,7 +39,7 @@ class TimerWheel:
         self._loop = loop
         self._resolution = resolution
         self._clock = clock or loop.time
-        self._buckets: dict[int, list[Ticking]] = {}
+        self._buckets: dict[int, dict[Ticking, None]] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._armed_slot: int | None = None
 
@@ -46,11 +51,20 @@ class TimerWheel:
         slot = self.slot(deadline)
         bucket = self._buckets.get(slot)
         if bucket is None:
-            bucket = self._buckets[slot] = []
+            bucket = self._buckets[slot] = {}
             if self._armed_slot is None or slot < self._armed_slot:
                 self._arm(slot)
-        bucket.append(target)
+        bucket[target] = None
         return slot
+
+    def cancel(self, target: Ticking, slot: int) -> None:
+        """Take ``target`` out of the bucket ``slot`` (returned by :meth:`schedule`); an
+        emptied bucket is dropped (the armed timer then fires for nothing, harmlessly)."""
+        bucket = self._buckets.get(slot)
+        if bucket is not None:
+            bucket.pop(target, None)
+            if not bucket:
+                del self._buckets[slot]
 
     def _arm(self, slot: int) -> None:
         if self._handle is not None:
