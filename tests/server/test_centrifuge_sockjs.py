@@ -63,14 +63,16 @@ def replies(frame: bytes | str) -> list[dict[str, Any]]:
 
 
 class Stream:
-    """An xhr_streaming receiver: prelude and ``o`` read, then one frame per chunk; when a
-    response ends (past ``response_limit``) it opens the next one, as sockjs-client does."""
+    """An xhr_streaming receiver: prelude and ``o`` read, then frames, each ending in a
+    newline (a chunk holds one or more: a turn's frames go out in one write); when a response
+    ends (past ``response_limit``) it opens the next one, as sockjs-client does."""
 
     def __init__(self, connect_: Connect, port: int, url: str) -> None:
         self.connect = connect_
         self.port = port
         self.url = url
         self.client: RawClient | None = None
+        self.frames: list[bytes] = []
 
     @classmethod
     async def open(cls, connect_: Connect, port: int, url: str) -> Stream:
@@ -89,12 +91,14 @@ class Stream:
 
     async def frame(self) -> bytes:
         assert self.client is not None
-        chunk = await self.client.read_chunk()
-        if chunk == b"":
-            await self.client.close()
-            chunk = await (await self._request()).read_chunk()
-        assert chunk.endswith(b"\n")
-        return chunk[:-1]
+        if not self.frames:
+            chunk = await self.client.read_chunk()
+            if chunk == b"":
+                await self.client.close()
+                chunk = await (await self._request()).read_chunk()
+            assert chunk.endswith(b"\n")  # frames are never split across chunks
+            self.frames = chunk[:-1].split(b"\n")
+        return self.frames.pop(0)
 
     async def reply(self, command_id: int) -> dict[str, Any]:
         while True:

@@ -250,6 +250,10 @@ class SockJSTransport:
             self._handle.send_encoded(b",".join(chunks).decode("utf-8"))
             return
         items = list(chunks)
+        if len(items) > 1:
+            # Streaming frames are self-delimiting: a turn's frames go to the receiver as one
+            # write (one HTTP chunk, one send), not one per message.
+            items = [b"".join(items)]
         for i, data in enumerate(items):
             written = self._handle.write_wrapped(self._variant, data)
             if written is None:
