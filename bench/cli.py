@@ -7,6 +7,7 @@
     python -m bench matrix --servers squall,node-ws --clients 1000,5000 --repeats 5
     python -m bench matrix --quick --scenarios channels,storm,sse,xhr_streaming
     python -m bench loadgen -- --port 8000 --clients 100 --count 1   # the generator alone
+    python -m bench profile channels --offered 113000   # py-spy of Squall under one load
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import loadgen, matrix, report
+from bench import loadgen, matrix, profile, report
 from bench.servers import SERVERS
 
 __all__ = ["main", "raise_nofile"]
@@ -203,6 +204,27 @@ def _matrix(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace, console: Console) -> int:
+    raise_nofile(console)
+    prof, result = profile.record(
+        args.scenario,
+        server_name=args.server,
+        clients=args.clients,
+        offered=args.offered,
+        seconds=args.seconds,
+        rt=args.rt,
+        output=args.output,
+    )
+    keys = ("delivered_per_s", "connects_per_s", "p50_ms", "p99_ms", "server_cpu", "gen_cpu")
+    console.print({k: result[k] for k in keys if k in result})
+    console.print(f"{prof.total} samples in {args.output}")
+    for title, inclusive in (("self", False), ("inclusive", True)):
+        console.print(f"[bold]{title}[/bold]")
+        for share, frame in prof.top(args.top, inclusive=inclusive):
+            console.print(f"{100 * share:5.1f}%  {frame}", highlight=False)
+    return 0
+
+
 def _render(saved: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     """RESULTS.md and results.png in `out` from a results.json's content."""
     knees = [matrix.knee_from_json(k) for k in saved["knees"]]
@@ -277,6 +299,17 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md goes")
     rp = sub.add_parser("report", help="write RESULTS.md and the plot again from results.json")
     rp.add_argument("--output", type=Path, default=BENCH_DIR)
+    pf = sub.add_parser("profile", help="py-spy profile of a server under one scenario")
+    pf.add_argument("scenario", choices=matrix.SCENARIOS)
+    pf.add_argument("--server", default="squall", choices=list(SERVERS))
+    pf.add_argument("--clients", type=int, default=1000)
+    pf.add_argument(
+        "--offered", type=float, default=0.0, help="deliveries/s to offer (not for storm, idle)"
+    )
+    pf.add_argument("--seconds", type=float, default=6.0, help="seconds sampled")
+    pf.add_argument("--rt", type=int, default=0, help="SCHED_RR priority, as for matrix")
+    pf.add_argument("--top", type=int, default=20, help="frames shown per table")
+    pf.add_argument("--output", type=Path, default=Path("profile.txt"), help="py-spy raw file")
     lg = sub.add_parser("loadgen", help="build the generator and pass arguments to it")
     lg.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -285,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     if args.command == "matrix":
         sys.exit(_matrix(args, console))
+    if args.command == "profile":
+        sys.exit(_profile(args, console))
     if args.command == "report":
         _render(json.loads((args.output / "results.json").read_text()), args.output)
         console.print(f"wrote {args.output / 'RESULTS.md'}")

@@ -265,7 +265,7 @@ def _measure(
 
 
 def _ok(result: dict[str, Any], clients: int) -> bool:
-    return (
+    return bool(
         result["connected"] == clients
         and result["closed"] == 0
         and result["missing"] == 0

@@ -94,7 +94,8 @@ class Writer:
         self.join = join
         """Frames are self-delimiting bytes (WebSocket frames, SSE events): a turn's pending
         frames go out joined, in one ``write``, which is cheaper than ``writelines`` of many
-        small buffers. False for a transport that wraps each chunk itself (SockJS)."""
+        small buffers. False for a transport that handles the list itself (SockJS: one
+        ``a[...]`` frame for a poll, one chunk for a stream)."""
         self._queue: list[bytes] | None = None  # only while paused
         self._size = 0
 

@@ -31,8 +31,8 @@ object for each variant in a row), then wrapped once per variant:
   ``a[...]`` frame of everything queued (jsonp's callback name differs per client) |
 
 Each subscriber then costs one append to its writer's pending frames, handed on once per loop
-turn (core/writer.py; one chunk per message, through ``writelines``): while a streaming
-receiver is attached the wrapped bytes go straight to it; while none is (between
+turn (core/writer.py, through ``writelines``): while a streaming receiver is attached the
+turn's wrapped frames go straight to it, joined into one chunk; while none is (between
 polls, or while a stream that reached ``response_limit`` reconnects) the session's core
 :class:`~squall.core.writer.Writer` is paused and queues them, bounded by
 ``client.queue_max_size`` (over it: 3008 "slow", counted). A streaming receiver whose socket
