@@ -87,7 +87,11 @@ def write_results(
         *([f"- Scheduling: {info['scheduling']}"] if info.get("scheduling") else []),
         "- knee: highest delivered messages/s with p99 < 100 ms; peak: delivered messages/s "
         "under overload (latency regardless); ratio: Squall's knee / this server's knee, "
-        "median of per-run ratios (each from one run, never across runs).",
+        "median of per-run ratios (each from one run, never across runs). knee `-`: no "
+        "level held p99 under 100 ms (at N=10000 one sweep of sends to every client can take "
+        "that long by itself). n/a: the server cannot run the scenario with the same "
+        "semantics; a server absent at some N was not measured there (full mode measures "
+        "every peer at the first N, the bounding servers at every N).",
         "- CPU columns: cores used by the server and by the generator during the peak probe; "
         "a generator near 1.0 would mean the generator, not the server, limited the run. "
         "other load: CPU (cores) other processes took on those two CPUs during the probe or "
@@ -132,7 +136,7 @@ def write_results(
                 f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
                 f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {_fmt(r['peak'])} "
                 f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
-                f"| {r['ratio']:.2f} | {ratios} | {r['peak_ratio']:.2f} | {peak_ratios} |"
+                f"| {_ratio(r)} | {ratios} | {_ratio(r, 'peak_ratio')} | {peak_ratios} |"
             )
         lines.append("")
     if plot_name:
@@ -169,15 +173,27 @@ NOTES = {
 def _with_na(
     rows: Sequence[Mapping[str, Any]], scenario: str, servers: Sequence[str]
 ) -> list[Mapping[str, Any]]:
-    """The rows of `scenario`, plus an n/a row (``na``) for each server of the run that does
-    not do it, at each N, so a missing peer is visible rather than silently absent."""
+    """The rows of `scenario`, plus an n/a row (``na``) at its first N for each server of the
+    run that does not do it, so a missing peer is visible rather than silently absent. A
+    server measured at another N but not at this one (full mode: the bounding servers only
+    beyond the first N) is left out there."""
     mine = [r for r in rows if r["scenario"] == scenario]
+    measured = {r["server"] for r in mine}
     out: list[Mapping[str, Any]] = []
-    for clients in dict.fromkeys(r["clients"] for r in mine):
+    for i, clients in enumerate(dict.fromkeys(r["clients"] for r in mine)):
         have = {r["server"]: r for r in mine if r["clients"] == clients}
         for server in servers:
-            out.append(have.get(server) or {"clients": clients, "server": server, "na": True})
+            if server in have:
+                out.append(have[server])
+            elif i == 0 and server not in measured:
+                out.append({"clients": clients, "server": server, "na": True})
     return out
+
+
+def _ratio(row: Mapping[str, Any], key: str = "ratio") -> str:
+    """A median ratio, or ``-`` when no run gave one (the server had no knee: every level
+    broke the latency limit)."""
+    return f"{row[key]:.2f}" if row[key + "s"] else "-"
 
 
 def _storm_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -196,7 +212,7 @@ def _storm_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
             f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('failures', 0):.0f} "
             f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
-            f"| {r['ratio']:.2f} | {ratios} |"
+            f"| {_ratio(r)} | {ratios} |"
         )
     lines.append("")
     return lines
@@ -251,13 +267,14 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
             pts = sorted(
                 (int(r["clients"]), float(r["knee"]))
                 for r in rows
-                if r["scenario"] == scenario and r["server"] == server
-            )
+                if r["scenario"] == scenario and r["server"] == server and r["knee"] > 0
+            )  # a server with no knee at some N (no level under the limit) has no point there
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=server)
         ax.set_title(f"{scenario}: delivered msg/s at the knee (p99 < 100 ms)")
         ax.set_xlabel("N clients")
         ax.set_ylabel("delivered messages/s")
         ax.set_xscale("log")
+        ax.set_yscale("log")  # Squall's coalesced writes and the slowest peers differ 1000x
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()

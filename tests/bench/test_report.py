@@ -63,3 +63,32 @@ def test_results_say_na_for_a_peer_without_the_scenario(tmp_path: Path) -> None:
     assert "| 2.00 | 2.00 |" in text  # squall / node-sockjs, knee
     assert "| 8,000 |" in text  # storm: connects/s
     assert "| 0.50 | 0.50 |" in text  # squall / raw-uvloop, connects/s
+
+
+def test_results_leave_out_servers_not_measured_at_an_n_and_show_no_knee(
+    tmp_path: Path,
+) -> None:
+    knees = [
+        matrix.Knee("squall", "broadcast", 1000, 0, knee=5e6, peak=6e6),
+        matrix.Knee("aiohttp", "broadcast", 1000, 0, knee=1e5, peak=1.2e5),
+        matrix.Knee("squall", "broadcast", 10000, 0, knee=9e4, peak=5e6),
+        matrix.Knee("node-ws", "broadcast", 10000, 0, knee=0.0, peak=9e4),  # no level < 100 ms
+    ]
+    out = tmp_path / "RESULTS.md"
+    report.write_results(
+        out,
+        command="python -m bench matrix",
+        rows=matrix.summarize(knees),
+        versions={},
+        descriptions={},
+        plot_name=None,
+    )
+    text = out.read_text()
+    assert "| 1000 | node-ws |" not in text  # measured at 10000 only: not n/a at 1000
+    assert "| 10000 | aiohttp |" not in text  # measured at 1000 only
+    assert "| 1000 | aiohttp | 1 | 100,000 |" in text
+    node_ws = next(line for line in text.splitlines() if line.startswith("| 10000 | node-ws |"))
+    cells = [c.strip() for c in node_ws.split("|")[1:-1]]
+    assert cells[3] == "-"  # knee
+    assert cells[10] == "-"  # squall / node-ws (knee): no ratio, not 0.00
+    assert cells[12] == "55.56"  # squall / node-ws (peak)
