@@ -261,22 +261,42 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
     flat = [ax for row in axes for ax in row]
     for ax in flat[len(scenarios) :]:
         ax.set_visible(False)
+    names = list(dict.fromkeys(str(r["server"]) for r in rows))
+    # one colour per server, the same in every panel
+    palette = [plt.get_cmap("tab20")(i) for i in range(20)]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     for ax, scenario in zip(flat, scenarios, strict=False):
-        servers = list(dict.fromkeys(str(r["server"]) for r in rows if r["scenario"] == scenario))
+        mine = [r for r in rows if r["scenario"] == scenario and r["knee"] > 0]
+        # a server with no knee (no level under the limit) has no point there
+        servers = list(dict.fromkeys(str(r["server"]) for r in mine))
+        ns = sorted({int(r["clients"]) for r in mine})
+        if len(ns) == 1:  # one N: a bar per server, Squall first
+            knees = {str(r["server"]): float(r["knee"]) for r in mine}
+            ax.barh(servers, [knees[s] for s in servers], color=[colors[s] for s in servers])
+            ax.invert_yaxis()
+            ax.set_xscale("log")
+            ax.set_xlabel("delivered messages/s")
+            ax.set_title(f"{scenario}, N={ns[0]}: knee (p99 < 100 ms)")
+            ax.grid(True, axis="x", alpha=0.3)
+            continue
         for server in servers:
             pts = sorted(
-                (int(r["clients"]), float(r["knee"]))
-                for r in rows
-                if r["scenario"] == scenario and r["server"] == server and r["knee"] > 0
-            )  # a server with no knee at some N (no level under the limit) has no point there
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=server)
+                (int(r["clients"]), float(r["knee"])) for r in mine if r["server"] == server
+            )
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                label=server,
+                color=colors[server],
+            )
         ax.set_title(f"{scenario}: delivered msg/s at the knee (p99 < 100 ms)")
         ax.set_xlabel("N clients")
         ax.set_ylabel("delivered messages/s")
         ax.set_xscale("log")
         ax.set_yscale("log")  # Squall's coalesced writes and the slowest peers differ 1000x
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
