@@ -85,6 +85,9 @@ KEPT_UP = 0.9
 """Delivered / offered above which a probe did not saturate the server."""
 LEVELS = (0.4, 0.6, 0.75, 0.85, 0.95, 1.05)
 """Fractions of the probe's peak offered on the way up."""
+BELOW_KNEE = 0.8
+"""Levels up to this fraction of the knee count as "below the knee" (RESULTS.md's p99 below
+column)."""
 MIN_LEVEL = 0.02
 """When even the first level fails, the ramp halves the fraction down to this."""
 MAX_LEVEL = 3.0
@@ -169,6 +172,20 @@ class Knee:
     answered within 5 s)."""
     levels: list[Level] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def p99_below_ms(self) -> float:
+        """The worst p99 among the levels that passed at up to :data:`BELOW_KNEE` of the knee
+        (the target's "p99 below the knee"); -1 when no such level was measured, and for
+        the idle and storm scenarios, which have no knee search."""
+        if self.scenario in ("idle", "storm"):
+            return -1.0
+        worst = [
+            float(level.result["p99_ms"])
+            for level in self.levels
+            if level.ok and not level.probe and level.delivered <= BELOW_KNEE * self.knee
+        ]
+        return max(worst, default=-1.0)
 
 
 def rooms(clients: int) -> int:
@@ -593,6 +610,9 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
                     "peak": _median([k.peak for k in mine]),
                     "p50_ms": _median([k.p50_ms for k in mine if k.p50_ms >= 0]),
                     "p99_ms": _median([k.p99_ms for k in mine if k.p99_ms >= 0]),
+                    "p99_below_ms": _median(
+                        [k.p99_below_ms for k in mine if k.p99_below_ms >= 0]
+                    ),
                     "server_cpu": _median([k.server_cpu for k in mine]),
                     "gen_cpu": _median([k.gen_cpu for k in mine]),
                     "rss_per_conn_kib": _median([k.rss_per_conn_kib for k in mine]),

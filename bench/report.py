@@ -87,7 +87,9 @@ def write_results(
         *([f"- Scheduling: {info['scheduling']}"] if info.get("scheduling") else []),
         "- knee: highest delivered messages/s with p99 < 100 ms; peak: delivered messages/s "
         "under overload (latency regardless); ratio: Squall's knee / this server's knee, "
-        "median of per-run ratios (each from one run, never across runs). knee `-`: no "
+        "median of per-run ratios (each from one run, never across runs). p50/p99: at the "
+        "knee level; p99 below: the worst p99 of the levels that passed at up to 80% of the "
+        "knee (median over runs). knee `-`: no "
         "level held p99 under 100 ms (at N=10000 one sweep of sends to every client can take "
         "that long by itself). n/a: the server cannot run the scenario with the same "
         "semantics; a server absent at some N was not measured there (full mode measures "
@@ -120,21 +122,24 @@ def write_results(
             lines += _storm_table(mine)
             continue
         lines.append(
-            "| N | server | runs | knee msg/s | p50 ms | p99 ms | peak msg/s | server CPU "
-            "| gen CPU | other load | squall / server (knee) | per-run | squall / server (peak) "
-            "| per-run |"
+            "| N | server | runs | knee msg/s | p50 ms | p99 ms | p99 below ms | peak msg/s "
+            "| server CPU | gen CPU | other load | squall / server (knee) | per-run "
+            "| squall / server (peak) | per-run |"
         )
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+        lines.append(
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
+        )
         for r in mine:
             if r.get("na"):
-                lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 12)
+                lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 13)
                 continue
+            below = f"{r['p99_below_ms']:.1f}" if r.get("p99_below_ms") else "-"
             ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
             peak_ratios = ", ".join(f"{x:.2f}" for x in r["peak_ratios"])
             err = f" (error: {r['errors'][0][:80]})" if r["errors"] else ""
             lines.append(
                 f"| {r['clients']} | {r['server']}{err} | {r['runs']} | {_fmt(r['knee'])} "
-                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {_fmt(r['peak'])} "
+                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {below} | {_fmt(r['peak'])} "
                 f"| {r['server_cpu']:.2f} | {r['gen_cpu']:.2f} | {r['disturbance']:.2f} "
                 f"| {_ratio(r)} | {ratios} | {_ratio(r, 'peak_ratio')} | {peak_ratios} |"
             )

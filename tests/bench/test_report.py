@@ -58,7 +58,7 @@ def test_results_say_na_for_a_peer_without_the_scenario(tmp_path: Path) -> None:
         plot_name=None,
     )
     text = out.read_text()
-    assert "| 1000 | raw-uvloop |" + " n/a |" * 12 in text
+    assert "| 1000 | raw-uvloop |" + " n/a |" * 13 in text
     assert f"| {matrix.STORM_INFLIGHT} | node-sockjs |" + " n/a |" * 10 in text
     assert "| 2.00 | 2.00 |" in text  # squall / node-sockjs, knee
     assert "| 8,000 |" in text  # storm: connects/s
@@ -90,5 +90,26 @@ def test_results_leave_out_servers_not_measured_at_an_n_and_show_no_knee(
     node_ws = next(line for line in text.splitlines() if line.startswith("| 10000 | node-ws |"))
     cells = [c.strip() for c in node_ws.split("|")[1:-1]]
     assert cells[3] == "-"  # knee
-    assert cells[10] == "-"  # squall / node-ws (knee): no ratio, not 0.00
-    assert cells[12] == "55.56"  # squall / node-ws (peak)
+    assert cells[11] == "-"  # squall / node-ws (knee): no ratio, not 0.00
+    assert cells[13] == "55.56"  # squall / node-ws (peak)
+
+
+def _level(offered: float, delivered: float, p99: float, *, ok: bool = True) -> matrix.Level:
+    return matrix.Level(offered, {"delivered_per_s": delivered, "p99_ms": p99}, ok=ok)
+
+
+def test_p99_below_the_knee_is_the_worst_passing_level_up_to_80_percent() -> None:
+    knee = matrix.Knee("squall", "broadcast", 1000, 0, knee=1000.0)
+    knee.levels = [
+        matrix.Level(5000.0, {"delivered_per_s": 1200.0, "p99_ms": 900.0}, ok=False, probe=True),
+        _level(400.0, 400.0, 20.0),
+        _level(700.0, 700.0, 45.0),
+        _level(800.0, 800.0, 30.0),
+        _level(900.0, 900.0, 95.0),  # above 80% of the knee: not "below"
+        _level(1000.0, 1000.0, 99.0),
+        _level(1100.0, 1050.0, 140.0, ok=False),
+    ]
+    assert knee.p99_below_ms == 45.0
+    row = matrix.summarize([knee])[0]
+    assert row["p99_below_ms"] == 45.0
+    assert matrix.Knee("squall", "broadcast", 1000, 0).p99_below_ms == -1.0
