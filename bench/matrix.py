@@ -610,9 +610,7 @@ def summarize(knees: Sequence[Knee], reference: str = "squall") -> list[dict[str
                     "peak": _median([k.peak for k in mine]),
                     "p50_ms": _median([k.p50_ms for k in mine if k.p50_ms >= 0]),
                     "p99_ms": _median([k.p99_ms for k in mine if k.p99_ms >= 0]),
-                    "p99_below_ms": _median(
-                        [k.p99_below_ms for k in mine if k.p99_below_ms >= 0]
-                    ),
+                    "p99_below_ms": _median([k.p99_below_ms for k in mine if k.p99_below_ms >= 0]),
                     "server_cpu": _median([k.server_cpu for k in mine]),
                     "gen_cpu": _median([k.gen_cpu for k in mine]),
                     "rss_per_conn_kib": _median([k.rss_per_conn_kib for k in mine]),

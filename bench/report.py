@@ -126,9 +126,7 @@ def write_results(
             "| server CPU | gen CPU | other load | squall / server (knee) | per-run "
             "| squall / server (peak) | per-run |"
         )
-        lines.append(
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
-        )
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
         for r in mine:
             if r.get("na"):
                 lines.append(f"| {r['clients']} | {r['server']} |" + " n/a |" * 13)
