@@ -65,12 +65,15 @@ class Room(SockJSConnection):
 
 
 Start = Callable[..., Awaitable[int]]
+MOUNTS: list[SockJSServer] = []
+"""The mounts the ``sockjs`` fixture started, latest last (to look at their sessions)."""
 
 
 @pytest.fixture
 async def sockjs(http_server: Callable[..., Awaitable[HttpServer]]) -> Start:
     Echo.opened = []
     Echo.closed = asyncio.Queue()
+    MOUNTS.clear()
     Room.members = set()
 
     async def start(
@@ -78,6 +81,7 @@ async def sockjs(http_server: Callable[..., Awaitable[HttpServer]]) -> Start:
     ) -> int:
         options.setdefault("response_limit", 4096)
         mount = SockJSServer(cls, prefix, SockJSOptions(**options))
+        MOUNTS.append(mount)
 
         async def handler(request: Request, conn: HttpConnection) -> Response | None:
             if mount.matches(request.path):
@@ -312,6 +316,7 @@ async def test_session_expires_after_disconnect_delay(sockjs: Start, raw_client:
     url = session_url()
     await call(raw_client, port, "POST", url + "/xhr")
     await Echo.closed.get()  # on_close runs once the delay passed with no receiver
+    assert MOUNTS[-1].sessions == {}  # an expired session is forgotten, not kept for good
     r = await call(raw_client, port, "POST", url + "/xhr_send", b'["x"]')
     assert r.status == 404
     assert (await call(raw_client, port, "POST", url + "/xhr")).body == b"o\n"

@@ -437,6 +437,14 @@ class _Session:
 
     def _schedule(self) -> None:
         deadline = self.proto.next_deadline
+        if deadline is None and self.proto.state is proto.SessionState.CLOSED:
+            # Expired: the server forgets it. Checked before the unchanged-deadline shortcut
+            # below: after the timer that expired it, both deadlines are None, and returning
+            # there kept every expired HTTP session in ``sessions`` for good.
+            self._shutdown()
+            self._timer_at = None
+            self.server._forget(self)
+            return
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -445,8 +453,6 @@ class _Session:
         self._timer_at = deadline
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
-        elif self.proto.state is proto.SessionState.CLOSED:
-            self.server._forget(self)
 
     def _on_timer(self) -> None:
         self._timer = None
