@@ -50,8 +50,8 @@ def raise_nofile(console: Console | None = None) -> int:
         console.print(
             f"[yellow]open files limit is {target}: enough for about {target - 100:,} "
             f"connections per process; 50k connections need {NOFILE_WANTED:,} "
-            f"(root: `ulimit -Hn {NOFILE_WANTED}` or LimitNOFILE=, and "
-            "net.ipv4.ip_local_port_range plus several 127.x source addresses)[/yellow]"
+            f"(root: `ulimit -Hn {NOFILE_WANTED}` or LimitNOFILE=; the runner spreads "
+            "clients over 127.0.0.x source addresses itself)[/yellow]"
         )
     return target
 

@@ -193,6 +193,31 @@ def rooms(clients: int) -> int:
     return max(1, clients // CHANNEL_SIZE)
 
 
+PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def per_source(port_range: str | None = None) -> int:
+    """Connections one client address can open to one server port: the ephemeral port
+    range (``net.ipv4.ip_local_port_range``, 32768-60999 by default), less a margin."""
+    try:
+        text = port_range if port_range is not None else PORT_RANGE.read_text()
+        low, high = (int(x) for x in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return max(1000, high - low + 1 - 1000)
+
+
+def source_args(clients: int, port_range: str | None = None) -> list[str]:
+    """Generator arguments spreading `clients` over enough 127.0.0.x source addresses that
+    no address runs out of ephemeral ports (loopback answers every 127/8 address); none when
+    one address is enough."""
+    budget = per_source(port_range)
+    if clients <= budget:
+        return []
+    count = -(-clients // budget)
+    return ["--src", ",".join(f"127.0.0.{i + 1}" for i in range(count))]
+
+
 def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
     """Generator arguments offering `offered` deliveries/s to `clients` clients."""
     if scenario == "broadcast":
@@ -258,7 +283,7 @@ def _measure(
     """One level; taken again (up to ATTEMPTS times) while other work disturbed it and the
     result looks harmed. The least disturbed attempt is kept, with ``disturbance`` and
     ``attempts`` added."""
-    args = [*server.loadgen_args(scenario), "--clients", str(clients)]
+    args = [*server.loadgen_args(scenario), "--clients", str(clients), *source_args(clients)]
     args += ["--duration", str(duration), "--warmup", str(warmup), "--drain-timeout", "5"]
     args += _level_args(scenario, clients, offered)
     best: dict[str, Any] | None = None
@@ -479,6 +504,7 @@ def measure_idle(
     wait_idle(server.pid)
     before = rss_kib(server.pid)
     args = [*server.loadgen_args(), "--clients", str(clients), "--rate", "0"]
+    args += source_args(clients)
     args += ["--warmup", "0", "--duration", str(IDLE_HOLD), "--drain-timeout", "0"]
     cmd = loadgen.pinned([str(binary), *args], cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt)
     after = 0.0

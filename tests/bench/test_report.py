@@ -16,6 +16,14 @@ def test_channels_level_offers_the_asked_deliveries() -> None:
     assert float(args[args.index("--rate") + 1]) * 1000 * 10 == 200_000.0
 
 
+def test_large_n_spreads_clients_over_source_addresses() -> None:
+    # One address holds ~28k connections to one port (32768-60999 less a margin).
+    assert matrix.source_args(20_000, "32768\t60999") == []
+    assert matrix.source_args(50_000, "32768\t60999") == ["--src", "127.0.0.1,127.0.0.2"]
+    assert matrix.source_args(100_000, "32768 60999")[1].count(",") == 3
+    assert matrix.per_source("not a range") == 60999 - 32768 + 1 - 1000
+
+
 def test_scenarios_follow_what_each_server_does() -> None:
     config = matrix.MatrixConfig(servers=list(SERVERS), clients=[1000, 5000])
     squall = matrix.scenarios_for(SERVERS["squall"], config, 1000)

@@ -80,6 +80,39 @@ async def test_every_client_receives_every_broadcast(binary: Path, squall: App) 
     assert result["samples"] == 400  # every delivery carried its timestamp
 
 
+def _peers_of(port: int) -> list[str]:
+    """Remote IPv4 addresses of the established TCP connections to local `port`, from
+    /proc/net/tcp (addresses are little-endian hex)."""
+    peers = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            raw = bytes.fromhex(remote.split(":")[0])[::-1]
+            peers.append(".".join(str(b) for b in raw))
+    return peers
+
+
+async def test_clients_spread_over_source_addresses(binary: Path, squall: App) -> None:
+    # What 50k connections need (one address holds ~28k to one port): --src round-robins.
+    task = asyncio.create_task(
+        run_generator(
+            binary,
+            squall,
+            *("--clients", "20", "--rate", "0", "--warmup", "0", "--duration", "1.5"),
+            *("--src", "127.0.0.2,127.0.0.3"),
+        )
+    )
+    peers: list[str] = []
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        peers = _peers_of(squall.port)
+        if len(peers) >= 20 or task.done():
+            break
+    result = await task
+    assert result["connected"] == 20
+    assert sorted(peers) == ["127.0.0.2"] * 10 + ["127.0.0.3"] * 10
+
+
 async def test_server_api_fanout_reaches_every_subscriber(binary: Path, squall: App) -> None:
     result = await run_generator(binary, squall, "--clients", "20", "--api-count", "3")
     assert result["connected"] == 20
