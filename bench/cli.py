@@ -301,7 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--output", type=Path, default=BENCH_DIR)
     pf = sub.add_parser("profile", help="py-spy profile of a server under one scenario")
     pf.add_argument("scenario", choices=matrix.SCENARIOS)
-    pf.add_argument("--server", default="squall", choices=list(SERVERS))
+    pf.add_argument(
+        "--server",
+        default="squall",
+        choices=[name for name in SERVERS if not name.startswith("node-")],
+        help="a Python server (py-spy samples Python only)",
+    )
     pf.add_argument("--clients", type=int, default=1000)
     pf.add_argument(
         "--offered", type=float, default=0.0, help="deliveries/s to offer (not for storm, idle)"
