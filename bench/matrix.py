@@ -54,7 +54,9 @@ __all__ = [
     "Level",
     "MatrixConfig",
     "knee_from_json",
+    "load_args",
     "run_matrix",
+    "source_args",
     "summarize",
     "to_json",
 ]
@@ -218,6 +220,20 @@ def source_args(clients: int, port_range: str | None = None) -> list[str]:
     return ["--src", ",".join(f"127.0.0.{i + 1}" for i in range(count))]
 
 
+def load_args(
+    server: RunningServer, scenario: str, clients: int, offered: float = 0.0
+) -> list[str]:
+    """Generator arguments for one load of `scenario` on `server`: who connects and what
+    they send (the storm: :data:`STORM_INFLIGHT` in flight; idle: nothing; the others:
+    `offered` deliveries/s). Durations are the caller's."""
+    if scenario == "storm":
+        return [*server.loadgen_args("storm"), "--storm-inflight", str(STORM_INFLIGHT)]
+    args = [*server.loadgen_args(scenario), "--clients", str(clients), *source_args(clients)]
+    if scenario == "idle":
+        return [*args, "--rate", "0"]
+    return [*args, *_level_args(scenario, clients, offered)]
+
+
 def _level_args(scenario: str, clients: int, offered: float) -> list[str]:
     """Generator arguments offering `offered` deliveries/s to `clients` clients."""
     if scenario == "broadcast":
@@ -283,9 +299,8 @@ def _measure(
     """One level; taken again (up to ATTEMPTS times) while other work disturbed it and the
     result looks harmed. The least disturbed attempt is kept, with ``disturbance`` and
     ``attempts`` added."""
-    args = [*server.loadgen_args(scenario), "--clients", str(clients), *source_args(clients)]
+    args = load_args(server, scenario, clients, offered)
     args += ["--duration", str(duration), "--warmup", str(warmup), "--drain-timeout", "5"]
-    args += _level_args(scenario, clients, offered)
     best: dict[str, Any] | None = None
     for attempt in range(1, ATTEMPTS + 1):
         result = loadgen.run(binary, args, cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt).raw
@@ -439,7 +454,7 @@ def measure_storm(
     ATTEMPTS times) while other work took more than DISTURBANCE_LIMIT of a core; the least
     disturbed attempt is kept."""
     knee = Knee(server.spec.name, "storm", STORM_INFLIGHT, run)
-    args = [*server.loadgen_args("storm"), "--storm-inflight", str(STORM_INFLIGHT)]
+    args = load_args(server, "storm", STORM_INFLIGHT)
     args += ["--duration", str(config.duration), "--warmup", str(config.warmup)]
     best: dict[str, Any] | None = None
     for attempt in range(1, ATTEMPTS + 1):
@@ -503,8 +518,7 @@ def measure_idle(
     knee = Knee(server.spec.name, "idle", clients, run)
     wait_idle(server.pid)
     before = rss_kib(server.pid)
-    args = [*server.loadgen_args(), "--clients", str(clients), "--rate", "0"]
-    args += source_args(clients)
+    args = load_args(server, "idle", clients)
     args += ["--warmup", "0", "--duration", str(IDLE_HOLD), "--drain-timeout", "0"]
     cmd = loadgen.pinned([str(binary), *args], cpu=GENERATOR_CPU, nice=config.nice, rt=config.rt)
     after = 0.0

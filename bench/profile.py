@@ -39,7 +39,8 @@ class Profile:
     def top(self, n: int = 20, *, inclusive: bool = False) -> list[tuple[float, str]]:
         """The `n` frames with the most samples, as (share of all samples, frame)."""
         counts = self.inclusive if inclusive else self.self_time
-        return [(count / self.total, frame) for frame, count in counts.most_common(n)]
+        total = self.total or 1  # an empty profile (py-spy saw nothing) has no frames
+        return [(count / total, frame) for frame, count in counts.most_common(n)]
 
 
 def parse_raw(lines: Iterable[str]) -> Profile:
@@ -84,15 +85,10 @@ def record(
     binary = loadgen.build()
     warmup = 2.0  # connects, then load before the samples start
     with start(spec, cpu=matrix.SERVER_CPU, rt=rt) as server:
-        args = [*server.loadgen_args(scenario)]
-        if scenario == "storm":
-            args += ["--clients", str(matrix.STORM_INFLIGHT)]
-        elif scenario == "idle":
-            args += ["--clients", str(clients), "--rate", "0"]
-        else:
-            args += ["--clients", str(clients), *matrix._level_args(scenario, clients, offered)]
-            args += ["--drain-timeout", "5"]
+        args = matrix.load_args(server, scenario, clients, offered)
         args += ["--warmup", str(warmup), "--duration", str(seconds + 1.0)]
+        if scenario not in ("storm", "idle"):
+            args += ["--drain-timeout", "5"]
         cmd = loadgen.pinned([str(binary), *args], cpu=matrix.GENERATOR_CPU, rt=rt)
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:

@@ -3,10 +3,12 @@ which scenario, and n/a rows for peers that cannot do one. No servers, no genera
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from bench import matrix, report
-from bench.servers import SERVERS
+from bench.servers import SERVERS, RunningServer
 
 
 def test_channels_level_offers_the_asked_deliveries() -> None:
@@ -22,6 +24,20 @@ def test_large_n_spreads_clients_over_source_addresses() -> None:
     assert matrix.source_args(50_000, "32768\t60999") == ["--src", "127.0.0.1,127.0.0.2"]
     assert matrix.source_args(100_000, "32768 60999")[1].count(",") == 3
     assert matrix.per_source("not a range") == 60999 - 32768 + 1 - 1000
+
+
+def test_load_args_are_the_same_for_the_matrix_and_the_profiler(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    server = RunningServer(SERVERS["squall"], process, 8000, tmp_path / "log")
+    storm = matrix.load_args(server, "storm", 1000)
+    assert storm[storm.index("--storm-inflight") + 1] == str(matrix.STORM_INFLIGHT)
+    assert "--clients" not in storm  # the storm's load is its connections in flight
+    idle = matrix.load_args(server, "idle", 200_000)
+    assert idle[idle.index("--rate") + 1] == "0"
+    assert "--src" in idle  # more clients than one source address holds
+    channels = matrix.load_args(server, "channels", 1000, 200_000.0)
+    assert channels[-4:] == matrix._level_args("channels", 1000, 200_000.0)
 
 
 def test_scenarios_follow_what_each_server_does() -> None:
