@@ -162,6 +162,10 @@ async def node(settings: Settings) -> AsyncIterator[Node]:
     await node.shutdown()
 
 
+NewClient = Callable[[], Client]
+"""The ``new_client`` fixture: each call is a new session on the node."""
+
+
 @pytest.fixture
-def new_client(node: Node) -> Callable[[], Client]:
+def new_client(node: Node) -> NewClient:
     return lambda: Client(node)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,9 +18,7 @@ from squall.core.api import PublishParams, ServerAPI, compile_glob
 from squall.core.node import VERSION, Node
 from squall.errors import Disconnect, ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, Client, delivered, make_settings
-
-NewClient = Callable[[], Client]
+from tests.core.conftest import SECRET, Client, NewClient, delivered, make_settings
 
 
 @pytest.fixture

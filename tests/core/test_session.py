@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 
 from squall import tokens
@@ -13,9 +11,7 @@ from squall.core.handlers import ConnectEvent, ConnectReply, RPCEvent, RPCReply
 from squall.core.node import Node
 from squall.errors import Disconnect, ReplyError
 from squall.types import Channel, RawJSON
-from tests.core.conftest import SECRET, Client, delivered, make_settings
-
-NewClient = Callable[[], Client]
+from tests.core.conftest import SECRET, Client, NewClient, delivered, make_settings
 
 
 async def test_anonymous_connect_replies_with_client_id_and_heartbeat(

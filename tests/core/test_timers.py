@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from squall.core.node import Node
 from squall.core.timers import TimerWheel
-from tests.core.conftest import Client
-
-NewClient = Callable[[], Client]
+from tests.core.conftest import NewClient
 
 
 class Target:
